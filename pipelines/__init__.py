@@ -1,0 +1,1 @@
+"""Dagster wiring for MoE-Health: definitions, resources, jobs, schedules and sensors."""

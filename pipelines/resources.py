@@ -1,0 +1,59 @@
+"""Typed Dagster resources: where data lives and how DuckDB may use the machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from pipelines.settings import ProjectPaths, project_paths
+
+
+class ProjectResource(ConfigurableResource):
+    """Paths of the run. Empty `mimic_root` means the demo profile (generated raw files)."""
+
+    data_dir: str = Field(description="Output folder ($MOE_DATA_DIR, default ./data).")
+    mimic_root: str = Field(
+        default="", description="PhysioNet root with hosp/ icu/ note/ cxr/ ($MOE_MIMIC_ROOT)."
+    )
+
+    def paths(self) -> ProjectPaths:
+        return ProjectPaths(
+            data_dir=Path(self.data_dir).expanduser().resolve(),
+            mimic_root=Path(self.mimic_root).expanduser().resolve() if self.mimic_root else None,
+        )
+
+
+class DuckDBResource(ConfigurableResource):
+    """Limits for every DuckDB connection, so real chartevents stages on a 24 GiB machine."""
+
+    memory_limit: str = Field(default="4GB", description="DuckDB memory_limit; spills beyond it.")
+    threads: int = Field(default=0, description="DuckDB threads; 0 means all cores.")
+    temp_directory: str = Field(
+        default="", description="Spill folder; empty means $MOE_DATA_DIR/.duckdb_tmp."
+    )
+
+    def settings(self, data_dir: Path) -> dict[str, str | int]:
+        return {
+            "memory_limit": self.memory_limit,
+            "threads": self.threads or (os.cpu_count() or 1),
+            "temp_directory": self.temp_directory or str(data_dir / ".duckdb_tmp"),
+        }
+
+
+def default_resources() -> dict[str, ConfigurableResource]:
+    """Resources from the environment: MOE_DATA_DIR, MOE_MIMIC_ROOT, MOE_DUCKDB_*."""
+    paths = project_paths()
+    return {
+        "project": ProjectResource(
+            data_dir=str(paths.data_dir),
+            mimic_root=str(paths.mimic_root) if paths.mimic_root else "",
+        ),
+        "duckdb": DuckDBResource(
+            memory_limit=os.environ.get("MOE_DUCKDB_MEMORY_LIMIT", "4GB"),
+            threads=int(os.environ.get("MOE_DUCKDB_THREADS", "0")),
+            temp_directory=os.environ.get("MOE_DUCKDB_TEMP_DIR", ""),
+        ),
+    }

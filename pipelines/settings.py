@@ -1,0 +1,48 @@
+"""Where the pipeline reads and writes, resolved once from the environment.
+
+`MOE_MIMIC_ROOT` unset means the demo profile: raw files are generated into
+`$MOE_DATA_DIR/demo/raw` by the `demo_raw` asset. Set, it points at a PhysioNet layout
+(`hosp/`, `icu/`, optionally `note/` and `cxr/`) and the demo generator plays no part.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    data_dir: Path
+    mimic_root: Path | None
+
+    @property
+    def is_demo(self) -> bool:
+        return self.mimic_root is None
+
+    @property
+    def raw_root(self) -> Path:
+        return self.mimic_root if self.mimic_root is not None else self.data_dir / "demo" / "raw"
+
+    @property
+    def truth_path(self) -> Path:
+        return self.data_dir / "demo" / "truth.parquet"
+
+    def table(self, name: str) -> Path:
+        """`$MOE_DATA_DIR/<asset name>.parquet`, the spec's output convention."""
+        return self.data_dir / f"{name}.parquet"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+
+def project_paths(environ: dict[str, str] | None = None) -> ProjectPaths:
+    env = os.environ if environ is None else environ
+    data_dir = Path(env.get("MOE_DATA_DIR") or "./data").expanduser().resolve()
+    root = env.get("MOE_MIMIC_ROOT") or None
+    return ProjectPaths(
+        data_dir=data_dir,
+        mimic_root=Path(root).expanduser().resolve() if root else None,
+    )
