@@ -1,0 +1,97 @@
+"""`mimic_raw`: the raw PhysioNet files, generated (demo) or checked in place (real MIMIC)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from pipelines.raw_layout import check_layout, fingerprint
+from pipelines.resources import ProjectResource
+
+DEMO_MARKER = ".moe_demo.json"
+
+
+class RawConfig(Config):
+    demo_stays: int = Field(
+        default=int(os.environ.get("MOE_DEMO_STAYS", "3000")),
+        description="Demo profile only: ICU stays to generate (ignored with MOE_MIMIC_ROOT).",
+    )
+    demo_seed: int = Field(default=0, description="Demo profile only: generator seed.")
+
+
+@asset(
+    group_name="sources",
+    kinds={"csv"},
+    description=(
+        "Raw MIMIC-IV / MIMIC-IV-Note / MIMIC-CXR-JPG files. With MOE_MIMIC_ROOT set, checks "
+        "the PhysioNet layout in place; unset, generates synthetic demo data in that layout "
+        "into $MOE_DATA_DIR/demo/raw (ground truth kept apart, in demo/truth.parquet)."
+    ),
+)
+def mimic_raw(
+    context: AssetExecutionContext, config: RawConfig, project: ProjectResource
+) -> MaterializeResult:
+    paths = project.paths()
+    generated = False
+    if paths.is_demo:
+        generated = _ensure_demo(context, paths.raw_root, paths.truth_path, config)
+    report = check_layout(paths.raw_root)
+    for module in report.missing_optional:
+        context.log.warning(
+            f"{paths.raw_root}/{module}/ is absent: that modality is missing for every stay."
+        )
+    version = fingerprint(paths.raw_root)
+    return MaterializeResult(
+        data_version=DataVersion(version),
+        metadata={
+            "profile": "demo (synthetic)" if paths.is_demo else "MIMIC (MOE_MIMIC_ROOT)",
+            "modules present": ", ".join(report.present_modules),
+            "modules missing": ", ".join(report.missing_optional) or "none",
+            "cxr folders": len(report.cxr_folders),
+            "generated now": generated,
+            "fingerprint": version,
+            "root": MetadataValue.path(str(paths.raw_root)),
+        },
+    )
+
+
+def _ensure_demo(context: AssetExecutionContext, raw, truth, config: RawConfig) -> bool:
+    """Generate the demo raw root unless one with the same settings exists.
+
+    Written to a temporary sibling folder and renamed, so a killed run never leaves a
+    half-written raw root that a later run trusts.
+    """
+    import synthetic
+
+    wanted = {"stays": config.demo_stays, "seed": config.demo_seed}
+    marker = raw / DEMO_MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == wanted and truth.is_file():
+        context.log.info(f"Demo data already at {raw} ({wanted}); not regenerated.")
+        return False
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    tmp = raw.parent / f".raw-{uuid.uuid4().hex[:8]}"
+    tmp_truth = raw.parent / f".truth-{uuid.uuid4().hex[:8]}.parquet"
+    context.log.info(f"Generating synthetic demo data: {wanted} -> {raw}")
+    try:
+        synthetic.generate(tmp, stays=config.demo_stays, seed=config.demo_seed, truth=tmp_truth)
+        (tmp / DEMO_MARKER).write_text(json.dumps(wanted))
+        if raw.exists():
+            shutil.rmtree(raw)
+        os.replace(tmp, raw)
+        os.replace(tmp_truth, truth)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp_truth.unlink(missing_ok=True)
+    return True
