@@ -1,0 +1,319 @@
+"""Chest X-ray encoder: torchxrayvision DenseNet-121 `features2` (1024-d), offline.
+
+- Preprocessing is torchxrayvision's own: `normalize` to [-1024, 1024], centre crop on
+  the long side, resize to 224x224 (`XRayCenterCrop`, `XRayResizer`).
+- Weights: `"random"` (seeded init: a demo-only stand-in, never a pretrained model) or
+  the local path of the `densenet121-res224-all` weights file. torchxrayvision's own
+  `DenseNet(weights=...)` downloads, so the model is built with `weights=None` and the
+  file is loaded here; a missing file is a `FileNotFoundError` saying where to put it.
+- Odd inputs: RGB/RGBA/palette images are converted to grayscale, 16-bit images are
+  scaled by their bit depth, images smaller than `MIN_SIDE` pixels and files that do
+  not decode (corrupt, truncated, zero bytes) are failures, never exceptions: the
+  caller counts them and treats the stay as X-ray-missing.
+- Decoding runs in a `DataLoader` with workers; each worker also hashes the file bytes
+  so that a cached image is neither decoded nor embedded again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_bytes
+
+__all__ = [
+    "CXR_DIM",
+    "WEIGHTS_NAME",
+    "WEIGHTS_URL",
+    "CxrEncoder",
+    "CxrFillStats",
+    "ImageDecodeError",
+    "decode_image",
+    "fill_cxr_cache",
+]
+
+CXR_DIM = 1024
+MIN_SIDE = 16
+WEIGHTS_NAME = "densenet121-res224-all"
+WEIGHTS_URL = (
+    "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
+    "nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121-d121-tw-lr001-rot45-tr15-sc15-"
+    "seed0-best.pt"
+)
+PREPROCESS_ID = "xrv-normalize1024-centrecrop-resize224-skimage"
+
+ProgressFn = Callable[[int, int], None]
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be turned into a model input."""
+
+
+def decode_image(data: bytes, size: int = 224, min_side: int = MIN_SIDE) -> np.ndarray:
+    """Bytes of a JPG/PNG -> float32 array (1, size, size) in torchxrayvision's range."""
+    import torchxrayvision as xrv
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise ImageDecodeError("zero-byte file")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # truncated files raise here (PIL's default LOAD_TRUNCATED_IMAGES=False)
+            mode = img.mode
+            if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+                arr = np.asarray(img, dtype=np.float32)
+                maxval = 65535.0
+            elif mode in ("I", "F"):
+                arr = np.asarray(img, dtype=np.float32)
+                lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+                arr = arr - lo
+                maxval = max(hi - lo, 1.0)
+            elif mode == "L":
+                arr = np.asarray(img, dtype=np.float32)
+                maxval = 255.0
+            else:  # RGB, RGBA, P, LA, CMYK, YCbCr, 1 ...
+                arr = np.asarray(img.convert("L"), dtype=np.float32)
+                maxval = 255.0
+    except ImageDecodeError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ImageDecodeError(f"does not decode: {type(e).__name__}") from e
+    if arr.ndim == 3:  # e.g. a 16-bit multi-channel array
+        arr = arr.mean(axis=2)
+    if arr.ndim != 2 or min(arr.shape) < min_side:
+        raise ImageDecodeError(f"too small or not 2-D: shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ImageDecodeError("non-finite pixel values")
+    arr = xrv.datasets.normalize(np.clip(arr, 0, maxval), maxval)
+    arr = arr[None, :, :]
+    arr = xrv.datasets.XRayCenterCrop()(arr)
+    arr = xrv.datasets.XRayResizer(size)(arr)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+class _FileDataset:
+    """Reads, hashes and (unless cached) decodes one file per item. Never raises."""
+
+    def __init__(self, files: Sequence[Path], cached: frozenset[str], size: int) -> None:
+        self.files = list(files)
+        self.cached = cached
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            data = Path(self.files[i]).read_bytes()
+        except OSError:
+            return {"i": i, "key": None, "status": "missing", "image": None}
+        key = sha256_bytes(data)
+        if key in self.cached:
+            return {"i": i, "key": key, "status": "cached", "image": None}
+        try:
+            return {"i": i, "key": key, "status": "ok", "image": decode_image(data, self.size)}
+        except ImageDecodeError:
+            return {"i": i, "key": key, "status": "fail", "image": None}
+        except Exception:  # never stop a run on one image
+            return {"i": i, "key": key, "status": "fail", "image": None}
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+class CxrEncoder:
+    """DenseNet-121 (torchxrayvision) -> `features2` 1024-d vectors."""
+
+    def __init__(
+        self,
+        weights: str = "random",
+        seed: int = 0,
+        device: str = "auto",
+        batch_size: int = 16,
+        num_workers: int = 2,
+        size: int = 224,
+    ) -> None:
+        import torch
+        import torchxrayvision as xrv
+
+        from moe.text_encoder import resolve_device
+
+        self.device = resolve_device(device)
+        self.batch_size = max(1, int(batch_size))
+        self.num_workers = max(0, int(num_workers))
+        self.size = int(size)
+        self.dim = CXR_DIM
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            model = xrv.models.DenseNet(weights=None)
+        if weights == "random":
+            self.pretrained = False
+            self.model_id = f"xrv-densenet121-random-seed{int(seed)}"
+            self.weights_desc = "random (NOT pretrained — demo only)"
+            revision = f"seed{int(seed)}"
+        else:
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"CXR weights file not found: {path.resolve()}. Download the torchxrayvision "
+                    f"'{WEIGHTS_NAME}' weights on a machine with network access "
+                    f"(wget {WEIGHTS_URL}), put the .pt file at that path (or anywhere, and set "
+                    "config `cxr_weights` to its path). Nothing is downloaded at run time."
+                )
+            state = _load_state_dict(path)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            if [k for k in missing if k != "op_threshs"] or unexpected:
+                raise ValueError(
+                    f"{path} does not hold DenseNet-121 {WEIGHTS_NAME} weights "
+                    f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
+                )
+            self.pretrained = True
+            revision = _file_sha256(path)[:16]
+            self.model_id = f"xrv-{WEIGHTS_NAME}-{revision}"
+            self.weights_desc = f"{WEIGHTS_NAME} ({path.name}, sha256 {revision})"
+        self.model = model.eval().to(self.device)
+        self.model_key = make_model_key(
+            self.model_id,
+            revision,
+            {"preprocess": PREPROCESS_ID, "size": self.size, "layer": "features2"},
+        )
+
+    def embed_tensor(self, batch: Any) -> np.ndarray:
+        """(b, 1, size, size) float32 -> (b, 1024) float32 `features2`."""
+        import torch
+
+        with torch.inference_mode():
+            x = torch.as_tensor(batch, dtype=torch.float32).to(self.device)
+            return self.model.features2(x).float().cpu().numpy()
+
+    def embed_arrays(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+        return self.embed_tensor(np.stack(arrays, axis=0))
+
+
+def _load_state_dict(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:  # a plain state dict loads safely
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        # torchxrayvision's release file is a pickled nn.Module: only for the user's own file
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    if hasattr(obj, "state_dict"):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds no state dict")
+    return {str(k).removeprefix("module."): v for k, v in obj.items()}
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class CxrFillStats:
+    """What one shard's cache fill did. `keys[i]` is the content key of `files[i]` (None: unreadable)."""
+
+    keys: list[str | None] = field(default_factory=list)
+    n_images: int = 0
+    cache_hits: int = 0
+    embedded: int = 0
+    failed: int = 0
+    missing_files: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Images decoded+embedded per second (cache hits excluded)."""
+        done = self.embedded + self.failed
+        return done / self.seconds if self.seconds > 0 and done else 0.0
+
+
+def fill_cxr_cache(
+    encoder: CxrEncoder,
+    cache: EmbeddingCache,
+    shard: str,
+    files: Sequence[Path],
+    progress: ProgressFn | None = None,
+    flush_every: int = 512,
+) -> CxrFillStats:
+    """Embed every file of `files` whose bytes are not yet cached; cache failures as ok=False.
+
+    New entries are written as shard files every `flush_every` images, so a killed run
+    loses at most that much work.
+    """
+    import torch
+
+    stats = CxrFillStats(keys=[None] * len(files), n_images=len(files))
+    if not files:
+        return stats
+    t_start = time.perf_counter()
+    cached = frozenset(cache.keys())
+    ds = _FileDataset(files, cached, encoder.size)
+    loader: Any = torch.utils.data.DataLoader(
+        ds,  # type: ignore[arg-type]
+        batch_size=encoder.batch_size,
+        shuffle=False,
+        num_workers=encoder.num_workers,
+        collate_fn=_collate,
+    )
+    pend_keys: list[str] = []
+    pend_vecs: list[np.ndarray | None] = []
+    pend_ok: list[bool] = []
+    seen_now: set[str] = set()
+    n_batches = len(loader)
+
+    def flush() -> None:
+        cache.put(shard, pend_keys, pend_vecs, pend_ok)
+        pend_keys.clear()
+        pend_vecs.clear()
+        pend_ok.clear()
+
+    for b, items in enumerate(loader):
+        ok_items = []
+        for it in items:
+            stats.keys[it["i"]] = it["key"]
+            status = it["status"]
+            if status == "missing":
+                stats.missing_files += 1
+            elif status == "cached" or it["key"] in seen_now:
+                stats.cache_hits += 1
+            elif status == "fail":
+                stats.failed += 1
+                seen_now.add(it["key"])
+                pend_keys.append(it["key"])
+                pend_vecs.append(None)
+                pend_ok.append(False)
+            else:
+                ok_items.append(it)
+        if ok_items:
+            vecs = encoder.embed_arrays([it["image"] for it in ok_items])
+            for it, v in zip(ok_items, vecs, strict=True):
+                if it["key"] in seen_now:  # same bytes twice in one batch
+                    stats.cache_hits += 1
+                    continue
+                seen_now.add(it["key"])
+                stats.embedded += 1
+                pend_keys.append(it["key"])
+                pend_vecs.append(v)
+                pend_ok.append(True)
+        if len(pend_keys) >= flush_every:
+            flush()
+        if progress is not None:
+            progress(b + 1, n_batches)
+    flush()
+    stats.seconds = time.perf_counter() - t_start
+    return stats

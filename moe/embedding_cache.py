@@ -1,0 +1,139 @@
+"""Content-addressed embedding cache: append-only Parquet shards, one folder per model key.
+
+Layout::
+
+    <cache_dir>/<kind>/<model_key>/<shard>-<uuid>.parquet     columns: key, ok, vector
+
+- `kind` is `notes` or `cxr`.
+- `model_key` names everything that changes a vector besides the input: model name,
+  model revision (a hash of its weights), preprocessing/chunking settings. A different
+  model or setting therefore gets its own folder, and never reads another's vectors.
+- `key` is the sha256 of the input content (note text, image file bytes). The full cache
+  key is (`model_key`, `key`).
+- Shard files are written atomically and never modified. Reading takes the union of
+  all shards and keeps the first row per key, so two concurrent runs that embed the same
+  input (e.g. two partitions of a backfill) are harmless.
+- `ok` is false for inputs that could not be embedded (a JPG that fails to decode): they
+  are cached too, so a corrupt file is not retried on every run unless its bytes change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from moe.atomic import write_parquet_atomic
+
+__all__ = ["EmbeddingCache", "make_model_key", "sha256_bytes", "sha256_text"]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def make_model_key(model_name: str, revision: str, settings: dict[str, Any] | None = None) -> str:
+    """A folder-safe key: readable slug of the model name + hash of (name, revision, settings)."""
+    payload = json.dumps(
+        {"model": model_name, "revision": revision, "settings": settings or {}},
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", model_name.strip("/").split("/")[-1])[:48] or "model"
+    return f"{slug}-{digest}"
+
+
+class EmbeddingCache:
+    """Vectors of one (kind, model_key), stored as append-only Parquet shards."""
+
+    def __init__(self, cache_dir: str | Path, kind: str, model_key: str, dim: int) -> None:
+        self.root = Path(cache_dir) / kind / model_key
+        self.kind = kind
+        self.model_key = model_key
+        self.dim = int(dim)
+
+    # -- reading -------------------------------------------------------------------------
+    def shard_files(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.glob("*.parquet") if not p.name.startswith("."))
+
+    def keys(self) -> set[str]:
+        """Every cached key (reads only the `key` column of each shard)."""
+        out: set[str] = set()
+        for f in self.shard_files():
+            out.update(pq.read_table(f, columns=["key"]).column("key").to_pylist())
+        return out
+
+    def lookup(self, keys: Iterable[str]) -> dict[str, tuple[bool, np.ndarray | None]]:
+        """`key -> (ok, vector or None)` for those of `keys` that are cached."""
+        wanted = set(keys)
+        found: dict[str, tuple[bool, np.ndarray | None]] = {}
+        if not wanted:
+            return found
+        value_set = pa.array(sorted(wanted), type=pa.string())
+        for f in self.shard_files():
+            t = pq.read_table(f, columns=["key", "ok", "vector"])
+            t = t.filter(pc.is_in(t.column("key"), value_set=value_set))
+            if t.num_rows == 0:
+                continue
+            ks = t.column("key").to_pylist()
+            oks = t.column("ok").to_pylist()
+            vecs = t.column("vector").to_pylist()
+            for k, ok, v in zip(ks, oks, vecs, strict=True):
+                if k in found:  # duplicate from a concurrent run: first one wins
+                    continue
+                found[k] = (
+                    bool(ok),
+                    np.asarray(v, dtype=np.float32) if (ok and v is not None) else None,
+                )
+        return found
+
+    # -- writing -------------------------------------------------------------------------
+    def put(
+        self,
+        shard: str,
+        keys: Sequence[str],
+        vectors: Sequence[np.ndarray | None],
+        oks: Sequence[bool] | None = None,
+    ) -> Path | None:
+        """Write one new shard file atomically; returns its path (None when nothing to write)."""
+        if len(keys) == 0:
+            return None
+        if oks is None:
+            oks = [v is not None for v in vectors]
+        if not (len(keys) == len(vectors) == len(oks)):
+            raise ValueError("keys, vectors and oks must have the same length")
+        rows: list[list[float] | None] = []
+        for v, ok in zip(vectors, oks, strict=True):
+            if ok and v is not None:
+                arr = np.asarray(v, dtype=np.float32).reshape(-1)
+                if arr.shape[0] != self.dim:
+                    raise ValueError(f"vector of dim {arr.shape[0]}, cache expects {self.dim}")
+                rows.append(arr.tolist())
+            else:
+                rows.append(None)
+        table = pa.table(
+            {
+                "key": pa.array(list(keys), type=pa.string()),
+                "ok": pa.array([bool(o) for o in oks], type=pa.bool_()),
+                "vector": pa.array(rows, type=pa.list_(pa.float32(), self.dim)),
+            }
+        )
+        safe_shard = re.sub(r"[^A-Za-z0-9_-]+", "_", shard) or "shard"
+        path = self.root / f"{safe_shard}-{uuid.uuid4().hex}.parquet"
+        return write_parquet_atomic(table, path)

