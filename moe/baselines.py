@@ -1,0 +1,221 @@
+"""Baselines on the same splits and vectors as the MoE.
+
+- `ehr_only`, `notes_only`, `cxr_only`: an MLP on that modality's vector, trained and
+  early-stopped on the train/val stays that have it. Stays lacking the modality get the
+  train prevalence (a constant, so they add nothing to the ranking).
+- `early_fusion`: one MLP on concat(standardised vectors, zero where missing, availability mask).
+- `late_fusion`: mean of the unimodal models' probabilities over the modalities a stay has
+  (train prevalence when it has none).
+- `gbm`: HistGradientBoosting on the concatenated vectors with missing modalities as NaN
+  (HAIM's recipe); vectors longer than `pca_dim` are first reduced by a PCA fitted on the
+  train stays that have that modality. The number of boosting iterations is chosen on val
+  AUPRC.
+The neural baselines share the MoE's training loop and hyper-parameters (`MoEConfig`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.ensemble import HistGradientBoostingClassifier
+from torch import Tensor, nn
+
+from moe.data import MODALITIES, Arrays, Drop, Table, extract
+from moe.metrics import auprc
+from moe.model import MoEConfig
+from moe.train import (
+    input_stats,
+    labelled_split,
+    pos_weight_of,
+    predict_module,
+    resolve_device,
+    seed_everything,
+    torch_threads,
+    train_module,
+)
+
+KINDS: tuple[str, ...] = ("ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm")
+
+
+class InputMLP(nn.Module):
+    """MLP on concat(standardised x[m] for m in mods, zero where missing) [+ mask]."""
+
+    def __init__(self, dims: dict[str, int], mods: tuple[str, ...], with_mask: bool, cfg: MoEConfig):
+        super().__init__()
+        self.mods = mods
+        self.with_mask = with_mask
+        d_in = sum(dims[m] for m in mods) + (len(MODALITIES) if with_mask else 0)
+        for m in mods:
+            self.register_buffer(f"mean_{m}", torch.zeros(dims[m]))
+            self.register_buffer(f"std_{m}", torch.ones(dims[m]))
+        W = cfg.width
+        self.net = nn.Sequential(
+            nn.Linear(d_in, W), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(W, W), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(W, 1),
+        )
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
+        for m in self.mods:
+            getattr(self, f"mean_{m}").copy_(stats[m][0])
+            getattr(self, f"std_{m}").copy_(stats[m][1])
+
+    def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        parts = []
+        for m in self.mods:
+            j = MODALITIES.index(m)
+            z = (x[m] - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            parts.append(z * mask[:, j : j + 1].to(z.dtype))  # zero (= train mean) if missing
+        if self.with_mask:
+            parts.append(mask.to(parts[0].dtype if parts else torch.float32))
+        logits = self.net(torch.cat(parts, dim=1)).squeeze(1) + self.logit_offset
+        return {"logits": logits}
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+
+
+class FittedBaseline:
+    """A trained baseline: `predict_proba(table, drop=None)` -> (n,) probabilities."""
+
+    def __init__(self, kind: str, task: str, dims: dict[str, int], prevalence: float, parts: dict[str, Any]):
+        self.kind = kind
+        self.task = task
+        self.dims = dims
+        self.prevalence = prevalence
+        self.parts = parts
+        self.history: dict[str, Any] = parts.get("history", {})
+
+    def predict_proba(self, table: Table, drop: Drop = None) -> np.ndarray:
+        return self.predict_arrays(extract(table, None, dims=self.dims, drop=drop))
+
+    def predict_arrays(self, a: Arrays) -> np.ndarray:
+        if self.kind in ("ehr_only", "notes_only", "cxr_only"):
+            return self._unimodal(self.kind.removesuffix("_only"), a)
+        if self.kind == "early_fusion":
+            module = self.parts["module"]
+            return _sigmoid(predict_module(module, a, next(module.parameters()).device))
+        if self.kind == "late_fusion":
+            probs = np.stack([self._unimodal(m, a) for m in MODALITIES], axis=1)
+            n_have = a.mask.sum(axis=1)
+            mean = (probs * a.mask).sum(axis=1) / np.maximum(n_have, 1)
+            return np.where(n_have > 0, mean, self.prevalence)
+        if self.kind == "gbm":
+            return self.parts["gbm"].predict_proba(_gbm_features(a, self.parts["pca"]))[:, 1]
+        raise ValueError(self.kind)
+
+    def _unimodal(self, m: str, a: Arrays) -> np.ndarray:
+        module = self.parts[m]
+        j = MODALITIES.index(m)
+        p = np.full(len(a), self.prevalence, float)
+        if module is not None and a.mask[:, j].any():
+            sub = a.subset(np.flatnonzero(a.mask[:, j]))
+            p[a.mask[:, j]] = _sigmoid(predict_module(module, sub, next(module.parameters()).device))
+        return p
+
+
+def _fit_mlp(tr: Arrays, va: Arrays, mods: tuple[str, ...], with_mask: bool, cfg: MoEConfig):
+    module = InputMLP(tr.dims(), mods, with_mask, cfg)
+    module.set_input_stats(input_stats(tr))
+    module, hist = train_module(module, tr, va, cfg, modality_drop=0.0)
+    if cfg.prior_correction:
+        assert tr.y is not None
+        module.logit_offset.fill_(-math.log(pos_weight_of(tr.y, cfg.class_weight)))  # type: ignore[operator]
+    return module, hist
+
+
+def _fit_unimodal(tr: Arrays, va: Arrays, m: str, cfg: MoEConfig):
+    j = MODALITIES.index(m)
+    tr_m = tr.subset(np.flatnonzero(tr.mask[:, j]))
+    va_m = va.subset(np.flatnonzero(va.mask[:, j]))
+    assert tr_m.y is not None
+    if len(tr_m) == 0 or len(np.unique(tr_m.y)) < 2:
+        return None, {"skipped": f"no usable train rows with {m}"}
+    return _fit_mlp(tr_m, va_m, (m,), False, cfg)
+
+
+def _gbm_features(a: Arrays, pcas: dict[str, PCA | None]) -> np.ndarray:
+    cols = []
+    for j, m in enumerate(MODALITIES):
+        v = a.x[m].astype(np.float64)
+        pca = pcas[m]
+        if pca is not None:
+            v = pca.transform(v)
+        v = v.copy()
+        v[~a.mask[:, j]] = np.nan
+        cols.append(v)
+    return np.concatenate(cols, axis=1)
+
+
+def _fit_gbm(tr: Arrays, va: Arrays, cfg: MoEConfig, pca_dim: int = 32, max_iter: int = 300):
+    pcas: dict[str, PCA | None] = {}
+    for j, m in enumerate(MODALITIES):
+        rows = tr.x[m][tr.mask[:, j]]
+        if tr.x[m].shape[1] > pca_dim and len(rows) > pca_dim:
+            pcas[m] = PCA(n_components=pca_dim, random_state=cfg.seed).fit(rows)
+        else:
+            pcas[m] = None
+    X_tr, X_va = _gbm_features(tr, pcas), _gbm_features(va, pcas)
+    cw = "balanced" if cfg.class_weight == "balanced" else None
+    params = dict(learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,
+                  early_stopping=False, random_state=cfg.seed, class_weight=cw)
+    gbm = HistGradientBoostingClassifier(max_iter=max_iter, **params)  # type: ignore[arg-type]
+    assert tr.y is not None and va.y is not None
+    gbm.fit(X_tr, tr.y)
+    best_iter, scores = max_iter, []
+    if len(va) and len(np.unique(va.y)) == 2:
+        scores = [auprc(va.y, p[:, 1]) for p in gbm.staged_predict_proba(X_va)]
+        best_iter = int(np.argmax(scores)) + 1
+        if best_iter < max_iter:
+            gbm = HistGradientBoostingClassifier(max_iter=best_iter, **params)  # type: ignore[arg-type]
+            gbm.fit(X_tr, tr.y)
+    if cw == "balanced":  # undo the class weighting's shift of the odds, as for the MLPs
+        gbm = _PriorCorrected(gbm, math.log(pos_weight_of(tr.y, "balanced")))
+    return gbm, pcas, {"best_iter": best_iter, "val_auprc": scores[best_iter - 1] if scores else None}
+
+
+class _PriorCorrected:
+    def __init__(self, model: HistGradientBoostingClassifier, offset: float):
+        self.model, self.offset = model, offset
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        z = self.model.decision_function(X) - self.offset
+        p = _sigmoid(np.asarray(z))
+        return np.stack([1 - p, p], axis=1)
+
+
+def fit_baseline(
+    table: Table | Arrays, task: str, kind: str, config: MoEConfig | None = None
+) -> FittedBaseline:
+    if kind not in KINDS:
+        raise ValueError(f"unknown baseline kind {kind!r}; expected one of {KINDS}")
+    cfg = replace(config or MoEConfig())
+    a = table if isinstance(table, Arrays) else extract(table, task)
+    tr, va = labelled_split(a, "train"), labelled_split(a, "val")
+    assert tr.y is not None
+    if len(tr) == 0:
+        raise ValueError(f"no labelled rows with split == 'train' for task {task!r}")
+    prevalence = float(np.mean(tr.y))
+    parts: dict[str, Any] = {}
+    resolve_device(cfg.device)
+    with torch_threads(cfg.threads):
+        seed_everything(cfg.seed)
+        if kind in ("ehr_only", "notes_only", "cxr_only"):
+            m = kind.removesuffix("_only")
+            parts[m], parts["history"] = _fit_unimodal(tr, va, m, cfg)
+        elif kind == "late_fusion":
+            parts["history"] = {}
+            for m in MODALITIES:
+                parts[m], parts["history"][m] = _fit_unimodal(tr, va, m, cfg)
+        elif kind == "early_fusion":
+            parts["module"], parts["history"] = _fit_mlp(tr, va, MODALITIES, True, cfg)
+        else:
+            parts["gbm"], parts["pca"], parts["history"] = _fit_gbm(tr, va, cfg)
+    return FittedBaseline(kind, task, a.dims(), prevalence, parts)

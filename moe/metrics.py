@@ -1,0 +1,177 @@
+"""Classification metrics and bootstrap intervals, numpy only (checked against scikit-learn).
+
+Definitions (y in {0, 1}, p the predicted probability of 1):
+- `auroc`: area under the ROC curve = P(p_pos > p_neg) + 0.5 P(tie) (Mann-Whitney).
+- `auprc`: average precision, sum_k (R_k - R_{k-1}) P_k over distinct thresholds
+  (scikit-learn's `average_precision_score`, no interpolation).
+- `brier`: mean (p - y)^2.
+- `ece`: expected calibration error with 10 equal-width bins on [0, 1]:
+  sum_b (n_b / n) |mean(p in b) - mean(y in b)|.
+- `f1_at(y, p, t)`: F1 of the rule p >= t; `threshold_from_val` picks the t maximising F1.
+- `bootstrap_ci`: percentile 95% interval over `n` resamples of rows (resamples with one
+  class only are skipped for rank metrics).
+- `paired_bootstrap`: the same resamples for two predictors on the same rows; returns the
+  point difference a - b, its 95% interval and a two-sided p-value
+  2 min(P(d <= 0), P(d >= 0)) over resamples.
+Undefined values (e.g. AUROC with a single class) are NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _yp(y, p) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, float).ravel()
+    p = np.asarray(p, float).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y and p differ in length: {y.shape} vs {p.shape}")
+    return y, p
+
+
+def _avg_ranks(a: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank."""
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    first = np.r_[True, s[1:] != s[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(s)]
+    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1..ends
+    ranks = np.empty(len(a))
+    ranks[order] = avg[group]
+    return ranks
+
+
+def auroc(y, p) -> float:
+    y, p = _yp(y, p)
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    r = _avg_ranks(p)
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def auprc(y, p) -> float:
+    y, p = _yp(y, p)
+    n_pos = (y == 1).sum()
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[ps[1:] != ps[:-1], True]  # last index of each distinct threshold
+    tp = np.cumsum(ys)[last]
+    fp = np.cumsum(1 - ys)[last]
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def brier(y, p) -> float:
+    y, p = _yp(y, p)
+    return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+
+
+def ece(y, p, bins: int = 10) -> float:
+    y, p = _yp(y, p)
+    if not len(y):
+        return float("nan")
+    idx = np.clip((p * bins).astype(int), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.mean() * abs(p[sel].mean() - y[sel].mean())
+    return float(total)
+
+
+def f1_at(y, p, threshold: float) -> float:
+    y, p = _yp(y, p)
+    pred = p >= threshold
+    tp = float(np.sum(pred & (y == 1)))
+    fp = float(np.sum(pred & (y == 0)))
+    fn = float(np.sum(~pred & (y == 1)))
+    return 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
+
+
+def threshold_from_val(y, p) -> float:
+    """The threshold (one of the predicted values) that maximises F1 on these rows."""
+    y, p = _yp(y, p)
+    if not len(y) or (y == 1).sum() == 0:
+        return 0.5
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[ps[1:] != ps[:-1], True]
+    tp = np.cumsum(ys)[last]
+    fp = np.cumsum(1 - ys)[last]
+    fn = ys.sum() - tp
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    return float(ps[last][int(np.argmax(f1))])
+
+
+METRICS: dict[str, Metric] = {"auroc": auroc, "auprc": auprc, "brier": brier, "ece": ece}
+
+
+def bootstrap_ci(
+    y, p, metric: Metric, n: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float, float]:
+    """(point estimate, low, high): percentile interval over `n` row resamples."""
+    y, p = _yp(y, p)
+    point = metric(y, p)
+    if not len(y):
+        return point, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        v = metric(y[i], p[i])
+        if np.isfinite(v):
+            vals.append(v)
+    if not vals:
+        return point, float("nan"), float("nan")
+    lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return point, float(lo), float(hi)
+
+
+def paired_bootstrap(
+    y, p_a, p_b, metric: Metric, n: int = 1000, seed: int = 0
+) -> tuple[float, float, float, float]:
+    """(metric(a) - metric(b), ci_low, ci_high, two-sided p-value) on shared resamples."""
+    y, p_a = _yp(y, p_a)
+    _, p_b = _yp(y, p_b)
+    diff = metric(y, p_a) - metric(y, p_b)
+    rng = np.random.default_rng(seed)
+    ds = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        d = metric(y[i], p_a[i]) - metric(y[i], p_b[i])
+        if np.isfinite(d):
+            ds.append(d)
+    if not ds:
+        return diff, float("nan"), float("nan"), float("nan")
+    arr = np.asarray(ds)
+    lo, hi = np.percentile(arr, [2.5, 97.5])
+    pval = min(1.0, 2 * min(float(np.mean(arr <= 0)), float(np.mean(arr >= 0))))
+    return float(diff), float(lo), float(hi), pval
+
+
+def summary(y, p, n_boot: int = 1000, seed: int = 0, threshold: float | None = None) -> dict:
+    """AUROC/AUPRC with 95% bootstrap intervals, Brier, ECE, prevalence, n (and F1 at
+    `threshold` when given)."""
+    y, p = _yp(y, p)
+    out: dict = {"n": int(len(y)), "n_pos": int((y == 1).sum())}
+    out["prevalence"] = float(y.mean()) if len(y) else float("nan")
+    for name in ("auroc", "auprc"):
+        est, lo, hi = bootstrap_ci(y, p, METRICS[name], n=n_boot, seed=seed)
+        out[name], out[f"{name}_ci"] = est, [lo, hi]
+    out["brier"] = brier(y, p)
+    out["ece"] = ece(y, p)
+    if threshold is not None:
+        out["threshold"] = float(threshold)
+        out["f1"] = f1_at(y, p, threshold)
+    return out

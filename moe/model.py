@@ -1,0 +1,259 @@
+"""The availability-aware mixture-of-experts, in one file.
+
+    x_ehr (n, d_e)  x_notes (n, d_n)  x_cxr (n, d_c)      mask (n, 3) bool
+        |                |                |
+    ModalityEncoder per modality: standardise (train stats) -> MLP -> (n, W)
+    rows lacking the modality get that modality's learned *missing token* instead (n, W)
+        |
+    gate: [tok_e, tok_n, tok_c, avail_emb(pattern)] (n, 4W) -> MLP -> logits (n, E)
+    availability masking: expert e is eligible for a row only if its subset of modalities is
+    all present; ineligible logits are set to -inf *before* top-k, so a row is routed only
+    among experts that can use what it has (ablation `availability_masking=False`: every
+    expert is eligible and reads missing tokens, a plain top-k MoE as in FuseMoE)
+        |
+    experts: small MLPs, expert e reads concat(tokens of its subset) (n, |S_e| W) -> (n, W)
+    mixture: sum_e w_e expert_e  (w: softmax over the top-k eligible logits, 0 elsewhere)
+        |
+    head: LayerNorm -> Linear -> logit (n,)   (+ a fixed prior-correction offset)
+
+Training details (BCE with class weighting, modality dropout, load-balancing loss, early
+stopping) live in `moe/train.py`; the hyper-parameters of both are in `MoEConfig`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from itertools import combinations
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from moe.data import MODALITIES, SHORT
+
+ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
+    s for r in range(1, len(MODALITIES) + 1) for s in combinations(MODALITIES, r)
+)
+
+
+@dataclass
+class MoEConfig:
+    # architecture
+    width: int = 128  # shared token width W
+    expert_hidden: int = 128
+    subsets: tuple[tuple[str, ...], ...] = ALL_SUBSETS  # modality subsets that get experts
+    experts_per_subset: int = 1
+    top_k: int = 2
+    dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the standardised input vectors
+    encoder_layers: int = 1  # 1: Linear -> GELU; 2: Linear -> GELU -> Linear
+    # ablation switches
+    availability_masking: bool = True
+    modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
+    single_expert: bool = False  # one expert over all modalities, no mixture
+    # training
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 40
+    patience: int = 8
+    balance_weight: float = 0.01
+    class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
+    prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+    threads: int = 0  # torch CPU threads while fitting; 0 leaves torch's setting
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, saved as-is
+
+    def __post_init__(self) -> None:
+        self.subsets = tuple(tuple(s) for s in self.subsets)
+        for s in self.subsets:
+            bad = set(s) - set(MODALITIES)
+            if bad or not s:
+                raise ValueError(f"expert subset {s!r} must be a non-empty subset of {MODALITIES}")
+        if self.top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        if self.class_weight not in ("balanced", "none"):
+            raise ValueError("class_weight must be 'balanced' or 'none'")
+
+    def expert_subsets(self) -> list[tuple[str, ...]]:
+        if self.single_expert:
+            return [tuple(MODALITIES)]
+        return [s for s in self.subsets for _ in range(self.experts_per_subset)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["subsets"] = [list(s) for s in self.subsets]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MoEConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown MoEConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+def expert_names(subsets: list[tuple[str, ...]]) -> list[str]:
+    """'E', 'N+C', 'E+N+C', with '#2', '#3' for further experts on the same subset."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in subsets:
+        base = "+".join(SHORT[m] for m in s)
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}#{seen[base]}")
+    return out
+
+
+class ModalityEncoder(nn.Module):
+    """Standardise with train statistics (buffers), then a small MLP to width W."""
+
+    def __init__(self, d_in: int, width: int, dropout: float, input_dropout: float, layers: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("std", torch.ones(d_in))
+        mods: list[nn.Module] = [nn.Dropout(input_dropout), nn.Linear(d_in, width), nn.GELU()]
+        if layers > 1:
+            mods += [nn.Dropout(dropout), nn.Linear(width, width), nn.GELU()]
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
+        return self.net((x - self.mean) / self.std)
+
+
+class Expert(nn.Module):
+    def __init__(self, d_in: int, hidden: int, width: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def route(logits: Tensor, eligible: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Top-k routing restricted to eligible experts.
+
+    logits (n, E), eligible (n, E) bool. Returns
+    - weights (n, E): softmax over the chosen (<= k, all eligible) experts, exactly 0 elsewhere;
+      a row with no eligible expert gets all zeros,
+    - probs (n, E): softmax over all eligible experts (for the load-balancing loss),
+    - dispatch (n, E): 1 where an expert was chosen.
+    """
+    k = min(k, logits.shape[1])
+    neg = torch.finfo(logits.dtype).min / 4  # finite, so no NaN for rows with no eligible expert
+    masked = logits.masked_fill(~eligible, neg)
+    top_val, top_idx = masked.topk(k, dim=1)  # (n, k)
+    chosen_ok = eligible.gather(1, top_idx)  # a top-k slot may hold an ineligible expert
+    w = torch.softmax(top_val, dim=1) * chosen_ok  # exp(neg - max) == 0 for those slots
+    weights = torch.zeros_like(logits).scatter(1, top_idx, w)
+    any_ok = eligible.any(dim=1, keepdim=True)
+    probs = torch.softmax(masked, dim=1) * eligible * any_ok
+    dispatch = torch.zeros_like(logits).scatter(1, top_idx, chosen_ok.to(logits.dtype))
+    return weights, probs, dispatch
+
+
+def load_balance_loss(probs: Tensor, dispatch: Tensor, eligible: Tensor) -> Tensor:
+    """Switch-style balance loss over *eligible* experts; equals 1 when routing is uniform.
+
+    For expert e let u_e be its expected share of routing if every row spread its choices
+    uniformly over its own eligible experts; f_e the observed dispatch share and p_e the mean
+    gate probability, both divided by u_e. The loss sum_e (u_e / N) f_e p_e has
+    sum_e (u_e / N) f_e = sum_e (u_e / N) p_e = 1, so it is minimal (1) when f = p = 1, i.e.
+    when each expert gets what availability allows, and grows as routing collapses.
+    """
+    n_elig = eligible.sum(dim=1, keepdim=True)
+    rows = n_elig.squeeze(1) > 0
+    if not bool(rows.any()):
+        return probs.sum() * 0.0
+    elig = eligible[rows].to(probs.dtype)
+    uniform = elig / n_elig[rows].to(probs.dtype)
+    disp = dispatch[rows]
+    disp = disp / disp.sum(dim=1, keepdim=True).clamp(min=1.0)
+    u = uniform.sum(dim=0)
+    keep = u > 0
+    f = disp.sum(dim=0)[keep] / u[keep]
+    p = probs[rows].sum(dim=0)[keep] / u[keep]
+    w = u[keep] / rows.sum()
+    return (w * f * p).sum()
+
+
+class MoE(nn.Module):
+    def __init__(self, dims: dict[str, int], cfg: MoEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dims = {m: int(dims[m]) for m in MODALITIES}
+        W = cfg.width
+        self.subsets = cfg.expert_subsets()
+        self.expert_names = expert_names(self.subsets)
+        self.masking = cfg.availability_masking and not cfg.single_expert
+        self.encoders = nn.ModuleDict(
+            {
+                m: ModalityEncoder(
+                    self.dims[m], W, cfg.dropout, cfg.input_dropout, cfg.encoder_layers
+                )
+                for m in MODALITIES
+            }
+        )
+        self.missing = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(W) * 0.02) for m in MODALITIES}
+        )
+        self.avail_emb = nn.Embedding(2 ** len(MODALITIES), W)
+        E = len(self.subsets)
+        self.gate = nn.Sequential(
+            nn.Linear((len(MODALITIES) + 1) * W, W), nn.GELU(), nn.Linear(W, E)
+        )
+        self.experts = nn.ModuleList(
+            [Expert(len(s) * W, cfg.expert_hidden, W, cfg.dropout) for s in self.subsets]
+        )
+        # (E, 3) which modalities each expert needs
+        need = torch.tensor([[m in s for m in MODALITIES] for s in self.subsets], dtype=torch.bool)
+        self.register_buffer("need", need)
+        self.head = nn.Sequential(nn.LayerNorm(W), nn.Linear(W, 1))
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.subsets)
+
+    def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
+        for m, (mean, std) in stats.items():
+            enc = self.encoders[m]
+            enc.mean.copy_(mean)  # type: ignore[operator]
+            enc.std.copy_(std)  # type: ignore[operator]
+
+    def eligibility(self, mask: Tensor) -> Tensor:
+        """(n, E) bool: expert e is eligible iff every modality it needs is present."""
+        if not self.masking:
+            return torch.ones(mask.shape[0], self.n_experts, dtype=torch.bool, device=mask.device)
+        # expert needs m and m is absent -> ineligible
+        lacks = self.need.unsqueeze(0) & ~mask.unsqueeze(1)  # (n, E, 3)
+        return ~lacks.any(dim=2)
+
+    def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        """x[m] (n, d_m), mask (n, 3) bool -> logits (n,), weights (n, E), balance (scalar)."""
+        tokens = {}
+        for j, m in enumerate(MODALITIES):
+            enc = self.encoders[m](x[m])  # (n, W)
+            present = mask[:, j : j + 1]
+            # torch.where: rows without m never see (nor send gradient to) their x[m]
+            tokens[m] = torch.where(present, enc, self.missing[m].expand_as(enc))
+        bits = (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
+        gate_in = torch.cat([tokens[m] for m in MODALITIES] + [self.avail_emb(bits)], dim=1)
+        logits_g = self.gate(gate_in)  # (n, E)
+        eligible = self.eligibility(mask)
+        weights, probs, dispatch = route(logits_g, eligible, self.cfg.top_k)
+        outs = torch.stack(
+            [e(torch.cat([tokens[m] for m in s], dim=1)) for e, s in zip(self.experts, self.subsets, strict=True)],
+            dim=1,
+        )  # (n, E, W)
+        mixed = (weights.unsqueeze(2) * outs).sum(dim=1)  # (n, W)
+        logits = self.head(mixed).squeeze(1) + self.logit_offset
+        return {
+            "logits": logits,
+            "weights": weights,
+            "eligible": eligible,
+            "balance": load_balance_loss(probs, dispatch, eligible),
+        }

@@ -1,0 +1,269 @@
+"""Training loop shared by the MoE and the neural baselines, and the fitted MoE object.
+
+A module here is any `nn.Module` whose `forward(x: dict[str, Tensor], mask: Tensor)` returns
+`{"logits": (n,), "balance": scalar?}`. Training: BCE with `pos_weight = n_neg / n_pos`
+(`class_weight="balanced"`), plus `balance_weight * balance`; AdamW; mini-batches drawn with a
+seeded generator; modality dropout (hide each available modality of a training row with
+probability p, always keeping at least one); early stopping on validation AUPRC with
+`patience` epochs, restoring the best epoch's weights. With `prior_correction`, the logits get
+`-log(pos_weight)` at inference, which undoes the class weighting's shift of the odds so
+probabilities stay calibrated (rankings are unaffected).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from moe.data import MODALITIES, Arrays, Drop, Table, extract
+from moe.metrics import auprc
+from moe.model import MoE, MoEConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(old)
+
+
+def to_tensors(a: Arrays, device: torch.device) -> tuple[dict[str, Tensor], Tensor]:
+    x = {m: torch.from_numpy(np.ascontiguousarray(a.x[m])).to(device) for m in MODALITIES}
+    return x, torch.from_numpy(a.mask).to(device)
+
+
+def input_stats(a: Arrays) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per-modality mean/std over the rows that have the modality (std floored at 1e-3)."""
+    out = {}
+    for j, m in enumerate(MODALITIES):
+        v = a.x[m][a.mask[:, j]]
+        if len(v) == 0:
+            mean = np.zeros(a.x[m].shape[1], np.float32)
+            std = np.ones(a.x[m].shape[1], np.float32)
+        else:
+            mean = v.mean(axis=0)
+            std = np.maximum(v.std(axis=0), 1e-3)
+        out[m] = (torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(std.astype(np.float32)))
+    return out
+
+
+def modality_dropout(mask: Tensor, p: float, gen: torch.Generator) -> Tensor:
+    """Hide each present modality with probability p, keeping at least one per row."""
+    if p <= 0:
+        return mask
+    hide = (torch.rand(mask.shape, generator=gen, device=mask.device) < p) & mask
+    kept = mask & ~hide
+    empty = ~kept.any(dim=1)
+    return torch.where(empty.unsqueeze(1), mask, kept)
+
+
+def pos_weight_of(y: np.ndarray, class_weight: str) -> float:
+    n_pos = float((y == 1).sum())
+    n_neg = float((y == 0).sum())
+    if class_weight == "none" or n_pos == 0 or n_neg == 0:
+        return 1.0
+    return n_neg / n_pos
+
+
+@torch.no_grad()
+def predict_module(
+    module: nn.Module, a: Arrays, device: torch.device, batch: int = 8192, key: str = "logits"
+) -> np.ndarray:
+    module.eval()
+    x, mask = to_tensors(a, device)
+    outs = []
+    for s in range(0, len(a), batch):
+        sl = slice(s, s + batch)
+        outs.append(module({m: v[sl] for m, v in x.items()}, mask[sl])[key].float().cpu())
+    if not outs:
+        return np.zeros((0,), np.float32)
+    return torch.cat(outs).numpy()
+
+
+def train_module(
+    module: nn.Module,
+    tr: Arrays,
+    va: Arrays,
+    cfg: MoEConfig,
+    modality_drop: float = 0.0,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Fit `module` on labelled rows of `tr`, early-stopping on `va`. Returns the module at
+    its best validation epoch (in eval mode) and a history dict."""
+    device = resolve_device(cfg.device)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    module.to(device)
+    assert tr.y is not None
+    y_np = tr.y.astype(np.float32)
+    pw = pos_weight_of(y_np, cfg.class_weight)
+    x_tr, m_tr = to_tensors(tr, device)
+    y_tr = torch.from_numpy(y_np).to(device)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pw, device=device))
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    has_val = va.y is not None and len(va) > 0 and (va.y == 1).any() and (va.y == 0).any()
+    best_score, best_state, best_epoch, bad = -math.inf, None, -1, 0
+    hist: dict[str, Any] = {"val_auprc": [], "train_loss": [], "pos_weight": pw}
+    t0 = time.perf_counter()
+    n = len(tr)
+    for epoch in range(cfg.max_epochs):
+        module.train()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s : s + cfg.batch_size].to(device)
+            mask_b = m_tr[idx]
+            if modality_drop > 0:
+                mask_b = modality_dropout(mask_b.cpu(), modality_drop, gen).to(device)
+            out = module({m: v[idx] for m, v in x_tr.items()}, mask_b)
+            loss = loss_fn(out["logits"], y_tr[idx])
+            if "balance" in out and cfg.balance_weight > 0:
+                loss = loss + cfg.balance_weight * out["balance"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        hist["train_loss"].append(total / max(n, 1))
+        if has_val:
+            assert va.y is not None
+            score = auprc(va.y, predict_module(module, va, device))
+        else:  # no usable validation set: keep the last epoch
+            score = float(epoch)
+        hist["val_auprc"].append(score if has_val else None)
+        if score > best_score:
+            best_score, best_epoch, bad = score, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            bad += 1
+            if bad >= cfg.patience:
+                break
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    hist.update(
+        best_epoch=best_epoch,
+        epochs_run=len(hist["train_loss"]),
+        best_val_auprc=best_score if has_val else None,
+        seconds=time.perf_counter() - t0,
+    )
+    return module, hist
+
+
+def labelled_split(a: Arrays, split: str) -> Arrays:
+    assert a.y is not None
+    return a.subset(np.flatnonzero((a.split == split) & ~np.isnan(a.y)))
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+class FittedMoE:
+    """A trained MoE for one task. `predict_proba(table, drop=None)` -> (n,) probabilities;
+    `gate_weights(table)` -> (n, n_experts) routing weights (columns `expert_names`)."""
+
+    kind = "moe"
+
+    def __init__(self, module: MoE, task: str, config: MoEConfig, history: dict | None = None):
+        self.module = module
+        self.task = task
+        self.config = config
+        self.history = history or {}
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return dict(self.module.dims)
+
+    @property
+    def expert_names(self) -> list[str]:
+        return list(self.module.expert_names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def arrays(self, table: Table, drop: Drop = None) -> Arrays:
+        return extract(table, None, dims=self.dims, drop=drop)
+
+    def predict_arrays(self, a: Arrays) -> np.ndarray:
+        logits = predict_module(self.module, a, self.device)
+        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float64)
+
+    def predict_proba(self, table: Table, drop: Drop = None) -> np.ndarray:
+        """One probability per row. `drop`: modality name(s) to hide for every row, or
+        {modality: bool row mask}; rows with `has_<mod>` false or a null vector are treated
+        as lacking that modality anyway."""
+        return self.predict_arrays(self.arrays(table, drop))
+
+    def gate_weights(self, table: Table, drop: Drop = None) -> np.ndarray:
+        return predict_module(self.module, self.arrays(table, drop), self.device, key="weights")
+
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.cpu() for k, v in self.module.state_dict().items()}
+        _atomic(d / "model.pt", lambda p: torch.save({"state_dict": state}, p))
+        meta = {
+            "kind": self.kind,
+            "task": self.task,
+            "dims": self.dims,
+            "expert_names": self.expert_names,
+            "config": self.config.to_dict(),
+            "history": self.history,
+        }
+        _atomic(d / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> FittedMoE:
+        d = Path(directory)
+        meta = json.loads((d / "config.json").read_text())
+        cfg = MoEConfig.from_dict({**meta["config"], "device": device})
+        module = MoE(meta["dims"], cfg)
+        blob = torch.load(d / "model.pt", map_location=device, weights_only=True)
+        module.load_state_dict(blob["state_dict"])
+        module.to(resolve_device(device)).eval()
+        return cls(module, meta["task"], cfg, meta.get("history"))
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -> FittedMoE:
+    cfg = config or MoEConfig()
+    a = table if isinstance(table, Arrays) else extract(table, task)
+    tr, va = labelled_split(a, "train"), labelled_split(a, "val")
+    if len(tr) == 0:
+        raise ValueError(f"no labelled rows with split == 'train' for task {task!r}")
+    assert tr.y is not None
+    with torch_threads(cfg.threads):
+        seed_everything(cfg.seed)
+        module = MoE(a.dims(), cfg)
+        module.set_input_stats(input_stats(tr))
+        module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
+        if cfg.prior_correction:
+            pw = pos_weight_of(tr.y, cfg.class_weight)
+            module.logit_offset.fill_(-math.log(pw))  # type: ignore[operator]
+    return FittedMoE(module, task, cfg, hist)
