@@ -1,0 +1,324 @@
+"""Cohort assets: stays + labels + split + availability, EHR features, eligible notes and
+X-rays (SQL in `sql/`), with the asset checks that guard the science."""
+
+from typing import Any
+
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+from pydantic import Field
+
+from pipelines.resources import DuckDBResource, ProjectResource
+from sql import (
+    STAGED_NAMES,
+    BuildResult,
+    CohortParams,
+    build_cohort,
+    build_cohort_cxr,
+    build_cohort_notes,
+    build_ehr_features,
+    code_version,
+    run_check,
+)
+from sql.runner import stored_stats
+
+# Plausible ranges (warning checks): outside them the data or the SQL is probably off.
+PREVALENCE_RANGES = {"mortality": (0.01, 0.5), "long_los": (0.01, 0.8), "readmission": (0.01, 0.6)}
+AVAILABILITY_MIN = {"has_ehr": 0.5, "has_notes": 0.05, "has_cxr": 0.02}
+
+
+class CohortConfig(Config):
+    """Cohort definition parameters (cohort spec defaults)."""
+
+    observation_window_hours: float = Field(
+        default=48.0,
+        description="W: prediction time t0 = intime + W; stays shorter than W are out.",
+    )
+    long_stay_days: float = Field(
+        default=7.0, description="long_los = 1 when the ICU stay is strictly longer than this."
+    )
+    readmission_days: float = Field(
+        default=30.0,
+        description="readmission = 1 when another admission starts within this after discharge.",
+    )
+
+
+def _common(result: BuildResult) -> dict[str, Any]:
+    return {
+        "dagster/row_count": int(result.stats.get("rows", result.stats.get("stays", 0))),
+        "reused_unchanged_inputs": result.reused,
+        "fingerprint": result.fingerprint,
+        "path": MetadataValue.path(str(result.path)),
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def cohort_metadata(result: BuildResult) -> dict[str, Any]:
+    """Counts and rates only (no text, no identifiers)."""
+    s = result.stats
+    flow = "| step | rule | stays remaining |\n|---|---|---|\n" + "".join(
+        f"| {f['step']} | {f['rule']} | {f['stays']} |\n" for f in s["flow"]
+    )
+    prevalence = (
+        "| split | stays | mortality | long_los | readmission | readmission null |"
+        " has_ehr | has_notes | has_cxr |\n|---|---|---|---|---|---|---|---|---|\n"
+        + "".join(
+            f"| {split} | {v['stays']} | {_fmt(v['mortality'])} | {_fmt(v['long_los'])} | "
+            f"{_fmt(v['readmission'])} | {v['readmission_null']} | {_fmt(v['has_ehr'])} | "
+            f"{_fmt(v['has_notes'])} | {_fmt(v['has_cxr'])} |\n"
+            for split, v in s["per_split"].items()
+        )
+    )
+    patterns = "| modalities at t0 | stays |\n|---|---|\n" + "".join(
+        f"| {p} | {n} |\n" for p, n in s["patterns"].items()
+    )
+    return {
+        **_common(result),
+        "dagster/row_count": int(s["stays"]),
+        "subjects": int(s["subjects"]),
+        "cohort_flow": MetadataValue.md(flow),
+        "label_prevalence_by_split": MetadataValue.md(prevalence),
+        "availability_patterns": MetadataValue.md(patterns),
+        "modules_absent": ", ".join(s["modules_absent"]) or "none",
+        "jpg_files_found": int(s["jpg_files_found"]),
+    }
+
+
+@asset(
+    deps=[f"staged_{n}" for n in STAGED_NAMES],
+    group_name="cohort",
+    kinds={"duckdb", "parquet"},
+    pool="duckdb",
+    code_version=code_version("cohort"),
+    description=(
+        "One row per ICU stay of the cohort (docs/cohort-spec.md): labels mortality, long_los, "
+        "readmission (nullable Int8), subject-level split, has_ehr / has_notes / has_cxr and "
+        "cxr_dicom_id at t0 = intime + W. SQL: sql/cohort_candidates, cohort_stays, cohort."
+    ),
+)
+def cohort(
+    context: AssetExecutionContext,
+    config: CohortConfig,
+    project: ProjectResource,
+    duckdb: DuckDBResource,
+) -> MaterializeResult:
+    paths = project.paths()
+    params = CohortParams(
+        observation_window_hours=config.observation_window_hours,
+        long_stay_days=config.long_stay_days,
+        readmission_days=config.readmission_days,
+    )
+    result = build_cohort(paths.raw_root, paths.data_dir, duckdb.settings(paths.data_dir), params)
+    for module in result.stats.get("modules_absent", []):
+        context.log.warning(
+            f"staged_{module} is empty (raw file absent): that modality is missing."
+        )
+    return MaterializeResult(
+        metadata=cohort_metadata(result), data_version=DataVersion(result.fingerprint)
+    )
+
+
+@asset(
+    deps=["cohort", "staged_chartevents", "staged_labevents"],
+    group_name="cohort",
+    kinds={"duckdb", "parquet"},
+    pool="duckdb",
+    code_version=code_version("ehr_features"),
+    description=(
+        "Per stay and variable of sql/variables.csv: mean/min/max/last/count of the plausible "
+        "values in [intime - 6 h, t0) (°F converted), plus age and gender. "
+        "SQL: sql/ehr_events, ehr_features."
+    ),
+)
+def ehr_features(
+    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> MaterializeResult:
+    paths = project.paths()
+    result = build_ehr_features(paths.data_dir, duckdb.settings(paths.data_dir))
+    s = result.stats
+    dropped = s.get("dropped_implausible_by_variable", {})
+    return MaterializeResult(
+        metadata={
+            **_common(result),
+            "values_kept": int(s["values_kept"]),
+            "values_dropped_implausible": int(s["values_dropped_implausible"]),
+            "dropped_implausible_by_variable": MetadataValue.md(
+                "| variable | dropped |\n|---|---|\n"
+                + "".join(f"| {v} | {n} |\n" for v, n in dropped.items())
+                if dropped
+                else "none"
+            ),
+        },
+        data_version=DataVersion(result.fingerprint),
+    )
+
+
+@asset(
+    deps=["cohort", "staged_discharge", "staged_radiology"],
+    group_name="cohort",
+    kinds={"duckdb", "parquet"},
+    pool="duckdb",
+    code_version=code_version("cohort_notes"),
+    description=(
+        "Notes each stay may use at t0 (stay_id, note_id, note_type, charttime): radiology "
+        "written and stored in [admittime, t0), discharge notes of earlier admissions only. "
+        "Text stays in staged_discharge / staged_radiology. SQL: sql/cohort_notes."
+    ),
+)
+def cohort_notes(
+    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> MaterializeResult:
+    paths = project.paths()
+    result = build_cohort_notes(paths.data_dir, duckdb.settings(paths.data_dir))
+    s = result.stats
+    return MaterializeResult(
+        metadata={
+            **_common(result),
+            "stays_with_notes": int(s["stays_with_notes"]),
+            "notes_by_type": MetadataValue.json(s["notes_by_type"]),
+        },
+        data_version=DataVersion(result.fingerprint),
+    )
+
+
+@asset(
+    deps=["cohort", "staged_cxr_metadata"],
+    group_name="cohort",
+    kinds={"duckdb", "parquet"},
+    pool="duckdb",
+    code_version=code_version("cohort_cxr"),
+    description=(
+        "The chosen X-ray per stay (stay_id, dicom_id, study_id, study_time, path relative to "
+        "<root>/cxr/): latest frontal (AP/PA) image in [admittime, t0) whose JPG exists. "
+        "SQL: sql/cohort_cxr."
+    ),
+)
+def cohort_cxr(
+    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> MaterializeResult:
+    paths = project.paths()
+    result = build_cohort_cxr(paths.raw_root, paths.data_dir, duckdb.settings(paths.data_dir))
+    return MaterializeResult(
+        metadata={**_common(result), "jpg_files_found": int(result.stats["jpg_files_found"])},
+        data_version=DataVersion(result.fingerprint),
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _violations(
+    check: str, project: ProjectResource, duckdb: DuckDBResource, tables: list[str]
+) -> AssetCheckResult:
+    paths = project.paths()
+    n = run_check(check, paths.data_dir, duckdb.settings(paths.data_dir), tables)
+    return AssetCheckResult(passed=n == 0, metadata={"violations": n})
+
+
+@asset_check(asset=cohort, blocking=True, description="No subject appears in two splits.")
+def cohort_no_subject_in_two_splits(
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    return _violations("split_by_subject", project, duckdb, ["cohort"])
+
+
+@asset_check(asset=cohort, blocking=True, description="No duplicate stay_id.")
+def cohort_unique_stay_id(
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    return _violations("unique_stay", project, duckdb, ["cohort"])
+
+
+@asset_check(
+    asset=cohort,
+    blocking=False,
+    description="Label prevalences and modality availability rates inside plausible ranges.",
+)
+def cohort_rates_plausible(
+    context: AssetCheckExecutionContext, project: ProjectResource
+) -> AssetCheckResult:
+    stats = stored_stats(project.paths().table("cohort"))
+    absent = set(stats.get("modules_absent", []))
+    problems = []
+    for label, (low, high) in PREVALENCE_RANGES.items():
+        rate = stats["prevalence"].get(label)
+        if rate is None or not low <= rate <= high:
+            problems.append(f"{label} prevalence {_fmt(rate)} outside [{low}, {high}]")
+    skip = {
+        "has_notes": {"discharge", "radiology"} <= absent,
+        "has_cxr": "cxr_metadata" in absent,
+    }
+    for flag, low in AVAILABILITY_MIN.items():
+        rate = stats["availability"].get(flag)
+        if not skip.get(flag) and (rate is None or rate < low):
+            problems.append(f"{flag} rate {_fmt(rate)} below {low}")
+    return AssetCheckResult(
+        passed=not problems,
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "problems": "; ".join(problems) or "none",
+            **{f"prevalence_{k}": v for k, v in stats["prevalence"].items() if v is not None},
+            **{f"rate_{k}": v for k, v in stats["availability"].items() if v is not None},
+        },
+    )
+
+
+@asset_check(
+    asset=ehr_features,
+    blocking=True,
+    description="No EHR value with a time at or after t0 (or before intime - 6 h) enters a feature.",
+)
+def ehr_features_no_value_at_or_after_t0(
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    tables = ["cohort", "staged_chartevents", "staged_labevents", "ehr_events", "ehr_features"]
+    return _violations("ehr_before_t0", project, duckdb, tables)
+
+
+@asset_check(
+    asset=cohort_notes,
+    blocking=True,
+    description="No note written or stored at or after t0 is eligible.",
+)
+def cohort_notes_no_note_at_or_after_t0(
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    tables = ["cohort", "cohort_notes", "staged_radiology", "staged_discharge"]
+    return _violations("notes_before_t0", project, duckdb, tables)
+
+
+@asset_check(
+    asset=cohort_notes,
+    blocking=True,
+    description="The current admission's discharge summary and addenda are never eligible.",
+)
+def cohort_notes_no_current_discharge_summary(
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    tables = ["cohort", "cohort_notes", "staged_discharge"]
+    return _violations("no_current_discharge", project, duckdb, tables)
+
+
+@asset_check(
+    asset=cohort_cxr,
+    blocking=True,
+    description="Chosen images are frontal, in [admittime, t0), and match cohort.cxr_dicom_id.",
+)
+def cohort_cxr_no_image_at_or_after_t0(
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+) -> AssetCheckResult:
+    return _violations(
+        "cxr_before_t0", project, duckdb, ["cohort", "cohort_cxr", "staged_cxr_metadata"]
+    )

@@ -1,0 +1,398 @@
+"""Build the staged tables and the cohort tables from raw files: plain functions, no Dagster.
+
+Every builder validates its inputs before writing, writes its Parquet atomically, and
+reuses the existing file when the fingerprint of its inputs (SQL hash, parameters, raw
+file identities or upstream fingerprints) is unchanged, so a re-run on unchanged inputs
+recomputes nothing expensive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from sql.runner import (
+    RAW_TABLES,
+    VARIABLES_CSV,
+    code_hash,
+    combine,
+    connect,
+    feature_columns_sql,
+    file_fingerprint,
+    list_cxr_files,
+    load_sql,
+    parquet_view,
+    raw_view,
+    set_interval,
+    sql_view,
+    stage_table,
+    stored_fingerprint,
+    stored_stats,
+    validate_raw,
+    write_parquet_atomic,
+)
+
+STAGED_NAMES = list(RAW_TABLES)  # patients, admissions, icustays, chartevents, ...
+_USES_VARIABLES = {"chartevents", "labevents"}
+
+# The SQL files each table asset runs (its code_version is their hash).
+COHORT_SQL = [
+    "macros",
+    "cohort_candidates",
+    "cohort_stays",
+    "cohort_flow",
+    "ehr_events",
+    "cohort_notes",
+    "cohort_cxr",
+    "cohort",
+]
+ASSET_SQL: dict[str, list[str]] = {
+    **{f"staged_{n}": ["macros", f"staged_{n}"] for n in STAGED_NAMES},
+    "cohort": COHORT_SQL,
+    "ehr_features": ["macros", "ehr_events", "ehr_features"],
+    "cohort_notes": ["macros", "cohort_notes"],
+    "cohort_cxr": ["macros", "cohort_cxr"],
+}
+_ASSET_DATA: dict[str, list[Path]] = {
+    "staged_chartevents": [VARIABLES_CSV],
+    "staged_labevents": [VARIABLES_CSV],
+    "cohort": [VARIABLES_CSV],
+    "ehr_features": [VARIABLES_CSV],
+}
+
+
+def code_version(asset: str) -> str:
+    """Hash of the SQL (and variable table) that `asset` runs."""
+    return code_hash(ASSET_SQL[asset], _ASSET_DATA.get(asset, []))
+
+
+@dataclass(frozen=True)
+class CohortParams:
+    observation_window_hours: float = 48.0
+    long_stay_days: float = 7.0
+    readmission_days: float = 30.0
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    fingerprint: str
+    stats: dict[str, Any]
+    reused: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+def _reuse(out: Path, fingerprint: str, force: bool) -> BuildResult | None:
+    if not force and out.is_file() and stored_fingerprint(out) == fingerprint:
+        return BuildResult(out, fingerprint, stored_stats(out), reused=True)
+    return None
+
+
+def _staged(data_dir: Path, name: str) -> Path:
+    return data_dir / f"staged_{name}.parquet"
+
+
+def _upstream_fingerprint(path: Path) -> str:
+    fp = stored_fingerprint(path) if path.is_file() else None
+    if fp is None:
+        raise FileNotFoundError(
+            f"{path} is missing or was not written by this pipeline: materialize "
+            f"{path.stem!r} first (dagster asset materialize --select '+{path.stem}')."
+        )
+    return fp
+
+
+# --------------------------------------------------------------------------- staging
+
+
+def build_staged(
+    name: str,
+    raw_root: Path,
+    data_dir: Path,
+    settings: Mapping[str, Any],
+    force: bool = False,
+) -> BuildResult:
+    """Stage one raw table: validate, parse, filter, write `staged_<name>.parquet`."""
+    table = RAW_TABLES[name]
+    source = validate_raw(raw_root, table)  # raises before any output is replaced
+    warnings = []
+    if source is None:
+        warnings.append(
+            f"{raw_root / table.module}/{table.stem}.csv(.gz) is absent: this modality is "
+            f"missing for every stay ({table.source}); staged_{name} is written empty."
+        )
+    out = _staged(data_dir, name)
+    fingerprint = combine(code_version(f"staged_{name}"), file_fingerprint([source]))
+    reused = _reuse(out, fingerprint, force)
+    if reused is not None:
+        reused.warnings = warnings
+        return reused
+    con = connect(settings)
+    try:
+        raw_view(con, table, source)
+        stats = stage_table(
+            con,
+            f"staged_{name}",
+            out,
+            fingerprint,
+            source,
+            extra_stats={"source": str(source) if source else "absent"},
+        )
+    finally:
+        con.close()
+    return BuildResult(out, fingerprint, stats, reused=False, warnings=warnings)
+
+
+# --------------------------------------------------------------------------- cohort
+
+
+def _cxr_files_table(raw_root: Path) -> tuple[pa.Table, str]:
+    files = list_cxr_files(raw_root)
+    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
+    return pa.table({"path": pa.array(files, type=pa.string())}), digest
+
+
+def _cohort_connection(
+    data_dir: Path, settings: Mapping[str, Any], staged: list[str]
+) -> duckdb.DuckDBPyConnection:
+    con = connect(settings)
+    for name in staged:
+        parquet_view(con, f"staged_{name}", _staged(data_dir, name))
+    return con
+
+
+def build_cohort(
+    raw_root: Path,
+    data_dir: Path,
+    settings: Mapping[str, Any],
+    params: CohortParams | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """Stays, labels, split and availability flags: `cohort.parquet`."""
+    params = params or CohortParams()
+    upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in STAGED_NAMES}
+    cxr_files, cxr_digest = _cxr_files_table(raw_root)
+    out = data_dir / "cohort.parquet"
+    fingerprint = combine(code_version("cohort"), asdict(params), upstream, cxr_digest)
+    reused = _reuse(out, fingerprint, force)
+    if reused is not None:
+        return reused
+    con = _cohort_connection(data_dir, settings, STAGED_NAMES)
+    try:
+        set_interval(con, "observation_window", params.observation_window_hours * 3600)
+        set_interval(con, "long_stay", params.long_stay_days * 86400)
+        set_interval(con, "readmission_window", params.readmission_days * 86400)
+        con.register("cxr_files_arrow", cxr_files)
+        con.execute("CREATE TEMP TABLE cxr_files AS SELECT path FROM cxr_files_arrow")
+        for view in [
+            "cohort_candidates",
+            "cohort_stays",
+            "ehr_events",
+            "cohort_notes",
+            "cohort_cxr",
+        ]:
+            sql_view(con, view)
+        flow = [
+            {"step": int(s), "rule": r, "stays": int(n)}
+            for s, r, n in con.execute(load_sql("cohort_flow")).fetchall()
+        ]
+        con.execute(f"CREATE TEMP TABLE cohort_out AS {load_sql('cohort')}")
+        stats = {
+            "flow": flow,
+            **_cohort_stats(con),
+            "jpg_files_found": cxr_files.num_rows,
+            "modules_absent": [
+                n
+                for n in ("discharge", "radiology", "cxr_metadata")
+                if stored_stats(_staged(data_dir, n)).get("source") == "absent"
+            ],
+            "params": asdict(params),
+        }
+        write_parquet_atomic(con, "SELECT * FROM cohort_out", out, fingerprint, stats)
+    finally:
+        con.close()
+    return BuildResult(out, fingerprint, stats, reused=False)
+
+
+def _cohort_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    rows = con.execute(
+        """
+        SELECT split, count(*) AS stays,
+               avg(mortality) AS mortality, avg(long_los) AS long_los,
+               avg(readmission) AS readmission,
+               count(*) FILTER (WHERE readmission IS NULL) AS readmission_null,
+               avg(has_ehr::INT) AS has_ehr, avg(has_notes::INT) AS has_notes,
+               avg(has_cxr::INT) AS has_cxr
+        FROM cohort_out GROUP BY ALL ORDER BY split
+        """
+    ).fetchall()
+    per_split = {
+        r[0]: {
+            "stays": int(r[1]),
+            "mortality": r[2],
+            "long_los": r[3],
+            "readmission": r[4],
+            "readmission_null": int(r[5]),
+            "has_ehr": r[6],
+            "has_notes": r[7],
+            "has_cxr": r[8],
+        }
+        for r in rows
+    }
+    patterns = con.execute(
+        """
+        SELECT concat_ws('+',
+                   CASE WHEN has_ehr THEN 'EHR' END,
+                   CASE WHEN has_notes THEN 'notes' END,
+                   CASE WHEN has_cxr THEN 'CXR' END) AS pattern,
+               count(*)
+        FROM cohort_out GROUP BY ALL ORDER BY 2 DESC, 1
+        """
+    ).fetchall()
+    total = con.execute(
+        "SELECT count(*), count(DISTINCT subject_id), avg(mortality), avg(long_los), "
+        "avg(readmission), avg(has_ehr::INT), avg(has_notes::INT), avg(has_cxr::INT) "
+        "FROM cohort_out"
+    ).fetchone()
+    assert total is not None
+    return {
+        "stays": int(total[0]),
+        "subjects": int(total[1]),
+        "prevalence": {"mortality": total[2], "long_los": total[3], "readmission": total[4]},
+        "availability": {"has_ehr": total[5], "has_notes": total[6], "has_cxr": total[7]},
+        "per_split": per_split,
+        "patterns": {(p or "none"): int(n) for p, n in patterns},
+    }
+
+
+def _from_cohort(
+    data_dir: Path, settings: Mapping[str, Any], staged: list[str]
+) -> duckdb.DuckDBPyConnection:
+    con = _cohort_connection(data_dir, settings, staged)
+    parquet_view(con, "cohort_stays", data_dir / "cohort.parquet")
+    return con
+
+
+def build_ehr_features(
+    data_dir: Path, settings: Mapping[str, Any], force: bool = False
+) -> BuildResult:
+    """Per-stay aggregates of the kept EHR values in [intime - 6 h, t0)."""
+    staged = ["chartevents", "labevents"]
+    upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in staged}
+    cohort_fp = _upstream_fingerprint(data_dir / "cohort.parquet")
+    out = data_dir / "ehr_features.parquet"
+    fingerprint = combine(code_version("ehr_features"), upstream, cohort_fp)
+    reused = _reuse(out, fingerprint, force)
+    if reused is not None:
+        return reused
+    con = _from_cohort(data_dir, settings, staged)
+    try:
+        sql_view(con, "ehr_events")
+        per_var = con.execute(
+            "SELECT variable, count(*) FILTER (WHERE kept), count(*) FILTER (WHERE NOT kept) "
+            "FROM ehr_events GROUP BY variable ORDER BY variable"
+        ).fetchall()
+        stats: dict[str, Any] = {
+            "values_kept": int(sum(r[1] for r in per_var)),
+            "values_dropped_implausible": int(sum(r[2] for r in per_var)),
+            "dropped_implausible_by_variable": {r[0]: int(r[2]) for r in per_var if r[2]},
+            "kept_by_variable": {r[0]: int(r[1]) for r in per_var},
+        }
+        query = load_sql("ehr_features", feature_columns=feature_columns_sql())
+        stats["rows"] = write_parquet_atomic(con, query, out, fingerprint, stats)
+    finally:
+        con.close()
+    return BuildResult(out, fingerprint, stats, reused=False)
+
+
+def build_cohort_notes(
+    data_dir: Path, settings: Mapping[str, Any], force: bool = False
+) -> BuildResult:
+    """The notes each stay may use at t0 (ids and times only)."""
+    staged = ["discharge", "radiology"]
+    upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in staged}
+    cohort_fp = _upstream_fingerprint(data_dir / "cohort.parquet")
+    out = data_dir / "cohort_notes.parquet"
+    fingerprint = combine(code_version("cohort_notes"), upstream, cohort_fp)
+    reused = _reuse(out, fingerprint, force)
+    if reused is not None:
+        return reused
+    con = _from_cohort(data_dir, settings, staged)
+    try:
+        con.execute(f"CREATE TEMP TABLE notes_out AS {load_sql('cohort_notes')}")
+        by_type = con.execute(
+            "SELECT note_type, count(*) FROM notes_out GROUP BY ALL ORDER BY 1"
+        ).fetchall()
+        stays = con.execute("SELECT count(DISTINCT stay_id) FROM notes_out").fetchone()
+        stats: dict[str, Any] = {
+            "notes_by_type": {str(t): int(n) for t, n in by_type},
+            "stays_with_notes": int(stays[0]) if stays else 0,
+        }
+        stats["rows"] = write_parquet_atomic(
+            con,
+            "SELECT * FROM notes_out ORDER BY stay_id, charttime, note_id",
+            out,
+            fingerprint,
+            stats,
+        )
+    finally:
+        con.close()
+    return BuildResult(out, fingerprint, stats, reused=False)
+
+
+def build_cohort_cxr(
+    raw_root: Path, data_dir: Path, settings: Mapping[str, Any], force: bool = False
+) -> BuildResult:
+    """The chosen frontal image per stay whose JPG exists."""
+    upstream = _upstream_fingerprint(_staged(data_dir, "cxr_metadata"))
+    cohort_fp = _upstream_fingerprint(data_dir / "cohort.parquet")
+    cxr_files, cxr_digest = _cxr_files_table(raw_root)
+    out = data_dir / "cohort_cxr.parquet"
+    fingerprint = combine(code_version("cohort_cxr"), upstream, cohort_fp, cxr_digest)
+    reused = _reuse(out, fingerprint, force)
+    if reused is not None:
+        return reused
+    con = _from_cohort(data_dir, settings, ["cxr_metadata"])
+    try:
+        con.register("cxr_files_arrow", cxr_files)
+        con.execute("CREATE TEMP TABLE cxr_files AS SELECT path FROM cxr_files_arrow")
+        stats: dict[str, Any] = {"jpg_files_found": cxr_files.num_rows}
+        stats["rows"] = write_parquet_atomic(
+            con,
+            f"SELECT * FROM ({load_sql('cohort_cxr')}) ORDER BY stay_id",
+            out,
+            fingerprint,
+            stats,
+        )
+    finally:
+        con.close()
+    return BuildResult(out, fingerprint, stats, reused=False)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def run_check(check: str, data_dir: Path, settings: Mapping[str, Any], tables: list[str]) -> int:
+    """Run `sql/check_<check>.sql` over the named output tables; returns its violations.
+
+    `tables` are asset names (`cohort`, `staged_radiology`, ...); `ehr_events` is rebuilt
+    from the staged tables when a check needs it.
+    """
+    con = connect(settings)
+    try:
+        for name in tables:
+            if name == "ehr_events":
+                parquet_view(con, "cohort_stays", data_dir / "cohort.parquet")
+                sql_view(con, "ehr_events")
+            else:
+                parquet_view(con, name, data_dir / f"{name}.parquet")
+        row = con.execute(load_sql(f"check_{check}")).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row and row[0] is not None else 0

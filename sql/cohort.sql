@@ -1,0 +1,27 @@
+-- cohort: one row per stay of the cohort with labels, split and the modalities available
+-- at t0 (has_ehr: a kept value in ehr_events; has_notes: a row in cohort_notes;
+-- has_cxr: a chosen image in cohort_cxr).
+SELECT
+    s.stay_id,
+    s.subject_id,
+    s.hadm_id,
+    s.intime,
+    s.prediction_time,
+    s.age,
+    s.gender,
+    s.split,
+    s.mortality,
+    s.long_los,
+    s.readmission,
+    s.stay_id IN (SELECT stay_id FROM ehr_events WHERE kept) AS has_ehr,
+    s.stay_id IN (SELECT stay_id FROM cohort_notes) AS has_notes,
+    x.dicom_id IS NOT NULL AS has_cxr,
+    x.dicom_id AS cxr_dicom_id,
+    -- context for the downstream assets (not labels, not features)
+    s.outtime,
+    s.admittime,
+    s.dischtime,
+    s.deathtime
+FROM cohort_stays AS s
+LEFT JOIN cohort_cxr AS x ON x.stay_id = s.stay_id
+ORDER BY s.stay_id

@@ -1,0 +1,485 @@
+"""Run the `.sql` files of this folder with DuckDB: no Dagster here.
+
+- SQL is loaded by name (`load_sql("cohort")` reads `sql/cohort.sql`) and hashed
+  (`code_hash`), so each asset's `code_version` follows exactly the files it runs.
+- Raw MIMIC files are resolved as `.csv.gz` or `.csv` and validated (file present, required
+  columns in the header, readable gzip) with errors that name the file and the fix.
+- Connections get `memory_limit`, `threads` and a spill `temp_directory`.
+- Parquet is written atomically (temp file + `os.replace`), with a fingerprint of the
+  inputs in the file's key-value metadata, so an unchanged re-run can reuse it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import os
+import uuid
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SQL_DIR = Path(__file__).resolve().parent
+VARIABLES_CSV = SQL_DIR / "variables.csv"
+FINGERPRINT_KEY = b"moe_fingerprint"
+STATS_KEY = b"moe_stats"
+
+MIMIC_IV = "MIMIC-IV v2.2+ (https://physionet.org/content/mimiciv/)"
+MIMIC_NOTE = "MIMIC-IV-Note (https://physionet.org/content/mimic-iv-note/)"
+MIMIC_CXR = "MIMIC-CXR-JPG (https://physionet.org/content/mimic-cxr-jpg/)"
+
+
+class RawInputError(RuntimeError):
+    """A raw input file is missing, lacks a column, or cannot be read."""
+
+
+@dataclass(frozen=True)
+class RawTable:
+    """One raw PhysioNet file that a staging statement reads."""
+
+    name: str  # staged table suffix: staged_<name>
+    module: str  # hosp / icu / note / cxr
+    stem: str  # file name without .csv(.gz)
+    columns: tuple[str, ...]  # required (and the only ones read)
+    source: str  # which PhysioNet project provides it
+    optional: bool = False  # optional modules may be absent: empty table + warning
+
+    @property
+    def relative(self) -> str:
+        return f"{self.module}/{self.stem}.csv.gz"
+
+
+RAW_TABLES: dict[str, RawTable] = {
+    t.name: t
+    for t in [
+        RawTable(
+            "patients",
+            "hosp",
+            "patients",
+            ("subject_id", "gender", "anchor_age", "anchor_year", "dod"),
+            MIMIC_IV,
+        ),
+        RawTable(
+            "admissions",
+            "hosp",
+            "admissions",
+            (
+                "subject_id",
+                "hadm_id",
+                "admittime",
+                "dischtime",
+                "deathtime",
+                "hospital_expire_flag",
+            ),
+            MIMIC_IV,
+        ),
+        RawTable(
+            "icustays",
+            "icu",
+            "icustays",
+            ("subject_id", "hadm_id", "stay_id", "first_careunit", "intime", "outtime"),
+            MIMIC_IV,
+        ),
+        RawTable(
+            "chartevents",
+            "icu",
+            "chartevents",
+            (
+                "subject_id",
+                "hadm_id",
+                "stay_id",
+                "itemid",
+                "charttime",
+                "storetime",
+                "valuenum",
+                "valueuom",
+            ),
+            MIMIC_IV,
+        ),
+        RawTable(
+            "labevents",
+            "hosp",
+            "labevents",
+            (
+                "labevent_id",
+                "subject_id",
+                "hadm_id",
+                "itemid",
+                "charttime",
+                "storetime",
+                "valuenum",
+                "valueuom",
+            ),
+            MIMIC_IV,
+        ),
+        RawTable(
+            "discharge",
+            "note",
+            "discharge",
+            (
+                "note_id",
+                "subject_id",
+                "hadm_id",
+                "note_type",
+                "note_seq",
+                "charttime",
+                "storetime",
+                "text",
+            ),
+            MIMIC_NOTE,
+            optional=True,
+        ),
+        RawTable(
+            "radiology",
+            "note",
+            "radiology",
+            (
+                "note_id",
+                "subject_id",
+                "hadm_id",
+                "note_type",
+                "note_seq",
+                "charttime",
+                "storetime",
+                "text",
+            ),
+            MIMIC_NOTE,
+            optional=True,
+        ),
+        RawTable(
+            "cxr_metadata",
+            "cxr",
+            "mimic-cxr-2.0.0-metadata",
+            ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"),
+            MIMIC_CXR,
+            optional=True,
+        ),
+    ]
+}
+
+
+# --------------------------------------------------------------------------- SQL files
+
+
+def sql_path(name: str) -> Path:
+    path = SQL_DIR / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"No SQL statement named {name!r} (expected {path}).")
+    return path
+
+
+def load_sql(name: str, **blocks: str) -> str:
+    """The statement in `sql/<name>.sql`, with `{{block}}` placeholders filled in."""
+    text = sql_path(name).read_text(encoding="utf-8")
+    for key, value in blocks.items():
+        text = text.replace("{{" + key + "}}", value)
+    if "{{" in _strip_comments(text):
+        raise ValueError(f"sql/{name}.sql has an unfilled {{{{placeholder}}}}.")
+    return text
+
+
+def _strip_comments(text: str) -> str:
+    return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+
+
+def code_hash(names: Iterable[str], data_files: Iterable[Path] = ()) -> str:
+    """A short hash of the SQL files (and data tables) one asset runs: its code_version."""
+    h = hashlib.sha256()
+    for name in sorted(set(names)):
+        h.update(name.encode() + b"\0" + sql_path(name).read_bytes() + b"\0")
+    for path in sorted(set(data_files)):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def load_variables() -> list[dict[str, Any]]:
+    with VARIABLES_CSV.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def variable_names() -> list[str]:
+    """Variables in table order, each once."""
+    return list(dict.fromkeys(row["variable"] for row in load_variables()))
+
+
+def feature_columns_sql() -> str:
+    """The `{{feature_columns}}` block of ehr_features.sql, one group per variable."""
+    parts = []
+    for var in variable_names():
+        f = f"FILTER (WHERE e.variable = '{var}')"
+        parts += [
+            f"avg(e.value) {f} AS {var}_mean",
+            f"min(e.value) {f} AS {var}_min",
+            f"max(e.value) {f} AS {var}_max",
+            f"first(e.value ORDER BY e.charttime DESC, e.value DESC) {f} AS {var}_last",
+            f"count(e.value) {f} AS {var}_count",
+        ]
+    return ",\n    ".join(parts)
+
+
+# --------------------------------------------------------------------------- raw files
+
+
+def resolve_raw(root: Path, table: RawTable) -> Path | None:
+    """`<root>/<module>/<stem>.csv.gz`, else `.csv`, else None."""
+    for suffix in (".csv.gz", ".csv"):
+        path = root / table.module / f"{table.stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names of a CSV(.gz); RawInputError naming the file when unreadable."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+                line = f.readline()
+        else:
+            with path.open(encoding="utf-8", newline="") as f:
+                line = f.readline()
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+        raise RawInputError(
+            f"{path}: cannot be read as {'gzip-compressed ' if path.suffix == '.gz' else ''}"
+            f"CSV ({type(err).__name__}: {err}). The file is probably corrupt or truncated: "
+            f"check it with `gzip -t {path}` and download it again."
+        ) from err
+    return next(csv.reader(io.StringIO(line)), [])
+
+
+def validate_raw(root: Path, table: RawTable) -> Path | None:
+    """The file to read for `table`; None when an optional module lacks it.
+
+    Raises RawInputError for a missing required file or a missing column.
+    """
+    path = resolve_raw(root, table)
+    if path is None:
+        if table.optional:
+            return None
+        raise RawInputError(
+            f"Required file {root / table.relative} (or .csv) is missing. Expected the "
+            f"PhysioNet layout <root>/{table.module}/{table.stem}.csv.gz with columns "
+            f"{', '.join(table.columns)}. Download the '{table.module}' module of {table.source} "
+            f"and point MOE_MIMIC_ROOT at the folder that holds hosp/ and icu/."
+        )
+    header = read_header(path)
+    missing = [c for c in table.columns if c not in header]
+    if missing:
+        raise RawInputError(
+            f"{path} lacks the column(s) {', '.join(missing)} (found: {', '.join(header) or 'no header'}). "
+            f"Expected the {table.source} file {table.relative} with columns "
+            f"{', '.join(table.columns)}; download it again from PhysioNet."
+        )
+    return path
+
+
+def file_fingerprint(paths: Iterable[Path | None]) -> str:
+    """Cheap identity of raw files: name, size and modification time (like make)."""
+    h = hashlib.sha256()
+    for p in paths:
+        if p is None:
+            h.update(b"<absent>\0")
+            continue
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def list_cxr_files(raw_root: Path) -> list[str]:
+    """Relative paths (`files/pNN/p<subject>/s<study>/<dicom>.jpg`) of every JPG present.
+
+    One scandir walk of `<root>/cxr/files` (real MIMIC-CXR-JPG: ~377k images).
+    """
+    base = raw_root / "cxr"
+    files = base / "files"
+    found: list[str] = []
+    if not files.is_dir():
+        return found
+    stack = [files]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=True):
+                    stack.append(Path(entry.path))
+                elif entry.name.endswith(".jpg") and entry.is_file(follow_symlinks=True):
+                    found.append(Path(entry.path).relative_to(base).as_posix())
+    found.sort()
+    return found
+
+
+# --------------------------------------------------------------------------- DuckDB
+
+
+def connect(settings: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB bounded by memory_limit / threads, spilling to temp_directory,
+    with the macros of `sql/macros.sql` and the `variables` table loaded."""
+    temp = Path(str(settings["temp_directory"]))
+    temp.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "memory_limit": str(settings["memory_limit"]),
+            "threads": int(settings["threads"]),
+            "temp_directory": str(temp),
+            "preserve_insertion_order": False,
+        },
+    )
+    con.execute(sql_path("macros").read_text(encoding="utf-8"))
+    con.execute(
+        "CREATE TEMP TABLE variables AS SELECT * FROM read_csv(?, header = true, "
+        "columns = {'variable': 'VARCHAR', 'source': 'VARCHAR', 'itemid': 'INTEGER', "
+        "'item_label': 'VARCHAR', 'item_unit': 'VARCHAR', 'unit': 'VARCHAR', "
+        "'low': 'DOUBLE', 'high': 'DOUBLE'})",
+        [str(VARIABLES_CSV)],
+    )
+    return con
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None) -> None:
+    """`raw_<name>`: the raw file as all-VARCHAR columns (parsed with explicit types and
+    formats in the staging SQL), or an empty table with the same columns when absent."""
+    view = f"raw_{table.name}"
+    if path is None:
+        cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {_ident(c)}" for c in table.columns)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {cols} WHERE false")
+        return
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
+        "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
+        "compression = 'auto', max_line_size = 16777216, null_padding = true)"
+    )
+
+
+def parquet_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: materialize the asset {name!r} first "
+            f"(dagster asset materialize --select '+{name}')."
+        )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_lit(str(path))})"
+    )
+
+
+def sql_view(con: duckdb.DuckDBPyConnection, name: str, **blocks: str) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{load_sql(name, **blocks)}")
+
+
+def set_interval(con: duckdb.DuckDBPyConnection, name: str, seconds: float) -> None:
+    micros = round(seconds * 1_000_000)
+    con.execute(f"SET VARIABLE {name} = to_microseconds(CAST({micros} AS BIGINT))")
+
+
+def stored_fingerprint(path: Path) -> str | None:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    value = meta.get(FINGERPRINT_KEY)
+    return value.decode() if value else None
+
+
+def stored_stats(path: Path) -> dict[str, Any]:
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(STATS_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def _tmp_beside(out: Path, tag: str) -> Path:
+    return out.with_name(f".{out.name}.{tag}-{uuid.uuid4().hex[:8]}")
+
+
+def write_parquet_atomic(
+    con: duckdb.DuckDBPyConnection,
+    query: str,
+    out: Path,
+    fingerprint: str = "",
+    stats: Mapping[str, Any] | None = None,
+) -> int:
+    """COPY `query` to `out` via a temp file in the same folder + rename. Returns rows."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_beside(out, "tmp")
+    kv = (
+        f"KV_METADATA {{moe_fingerprint: {_lit(fingerprint)}, "
+        f"moe_stats: {_lit(json.dumps(dict(stats or {}), sort_keys=True, default=str))}}}"
+    )
+    try:
+        rows = con.execute(
+            f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd, {kv})"
+        ).fetchone()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return int(rows[0]) if rows else 0
+
+
+def stage_table(
+    con: duckdb.DuckDBPyConnection,
+    sql_name: str,
+    out: Path,
+    fingerprint: str,
+    source: Path | None,
+    extra_stats: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run a staging statement (its rows carry `_reject`: NULL keeps the row, else the
+    reason it is dropped), write the kept rows atomically, return row and reject counts."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = _tmp_beside(out, "parsed")
+    try:
+        try:
+            con.execute(f"COPY ({load_sql(sql_name)}) TO {_lit(str(scratch))} (FORMAT parquet)")
+        except duckdb.Error as err:
+            where = source if source is not None else sql_name
+            raise RawInputError(
+                f"{where}: DuckDB could not read it ({type(err).__name__}: {err}). A gzip or "
+                f"CSV error means the file is corrupt or truncated: check it with `gzip -t` "
+                f"and download it again from PhysioNet. No output was replaced."
+            ) from err
+        rejected = dict(
+            con.execute(
+                f"SELECT _reject, count(*) FROM read_parquet({_lit(str(scratch))}) "
+                "WHERE _reject IS NOT NULL GROUP BY _reject ORDER BY _reject"
+            ).fetchall()
+        )
+        stats: dict[str, Any] = {
+            "rows_dropped": int(sum(rejected.values())),
+            "dropped_by_reason": {k: int(v) for k, v in rejected.items()},
+            **dict(extra_stats or {}),
+        }
+        kept_query = (
+            f"SELECT * EXCLUDE (_reject) FROM read_parquet({_lit(str(scratch))}) "
+            "WHERE _reject IS NULL"
+        )
+        stats["rows"] = int(
+            con.execute(f"SELECT count(*) FROM ({kept_query})").fetchone()[0]  # type: ignore[index]
+        )
+        write_parquet_atomic(con, kept_query, out, fingerprint, stats)
+    finally:
+        scratch.unlink(missing_ok=True)
+    return stats
+
+
+def combine(*parts: object) -> str:
+    """Fingerprint of several parts (code hash, parameters, upstream fingerprints)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(json.dumps(part, sort_keys=True, default=str).encode() + b"\0")
+    return h.hexdigest()[:16]

@@ -1,0 +1,25 @@
+-- staged_admissions: one row per hospital admission, from MIMIC-IV hosp/admissions.
+-- hospital_expire_flag = 1 is the in-hospital mortality label; deathtime bounds rule 5.
+WITH parsed AS (
+    SELECT
+        TRY_CAST(subject_id AS BIGINT)            AS subject_id,
+        TRY_CAST(hadm_id AS BIGINT)               AS hadm_id,
+        mimic_ts(admittime)                       AS admittime,
+        mimic_ts(dischtime)                       AS dischtime,
+        mimic_ts(deathtime)                       AS deathtime,   -- empty unless died
+        TRY_CAST(hospital_expire_flag AS TINYINT) AS hospital_expire_flag
+    FROM raw_admissions
+)
+SELECT
+    *,
+    CASE
+        WHEN subject_id IS NULL THEN 'subject_id not an integer'
+        WHEN hadm_id IS NULL THEN 'hadm_id not an integer'
+        WHEN admittime IS NULL THEN 'admittime unparseable'
+        WHEN dischtime IS NULL THEN 'dischtime unparseable'
+        WHEN hospital_expire_flag IS NULL OR hospital_expire_flag NOT IN (0, 1)
+            THEN 'hospital_expire_flag not 0/1'
+        WHEN row_number() OVER (PARTITION BY hadm_id ORDER BY admittime) > 1
+            THEN 'duplicate hadm_id'
+    END AS _reject
+FROM parsed

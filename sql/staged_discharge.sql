@@ -1,0 +1,23 @@
+-- staged_discharge: discharge summaries (note_type 'DS') and addenda ('AD') from
+-- MIMIC-IV-Note note/discharge. The text stays here, keyed by note_id; cohort_notes
+-- lists only which notes a stay may use.
+WITH parsed AS (
+    SELECT
+        note_id,
+        TRY_CAST(subject_id AS BIGINT) AS subject_id,
+        TRY_CAST(hadm_id AS BIGINT)    AS hadm_id,
+        note_type,
+        TRY_CAST(note_seq AS INTEGER)  AS note_seq,
+        mimic_ts(charttime)            AS charttime,
+        mimic_ts(storetime)            AS storetime,   -- may be empty
+        text
+    FROM raw_discharge
+)
+SELECT
+    *,
+    CASE
+        WHEN note_id IS NULL THEN 'note_id empty'
+        WHEN subject_id IS NULL THEN 'subject_id not an integer'
+        WHEN charttime IS NULL THEN 'charttime unparseable'
+    END AS _reject
+FROM parsed

@@ -1,0 +1,22 @@
+-- staged_patients: one row per patient, from MIMIC-IV hosp/patients.
+-- Age at an admission is anchor_age + (year(admittime) - anchor_year) (see cohort_candidates.sql).
+-- _reject names why a row is dropped (counted in the asset's metadata); NULL keeps it.
+WITH parsed AS (
+    SELECT
+        TRY_CAST(subject_id AS BIGINT)   AS subject_id,
+        gender,                                        -- 'F' / 'M'
+        TRY_CAST(anchor_age AS INTEGER)  AS anchor_age,
+        TRY_CAST(anchor_year AS INTEGER) AS anchor_year,
+        TRY_CAST(try_strptime(dod, ['%Y-%m-%d', '%Y-%m-%d %H:%M:%S']) AS DATE) AS dod
+    FROM raw_patients
+)
+SELECT
+    *,
+    CASE
+        WHEN subject_id IS NULL THEN 'subject_id not an integer'
+        WHEN anchor_age IS NULL THEN 'anchor_age not an integer'
+        WHEN anchor_year IS NULL THEN 'anchor_year not an integer'
+        WHEN row_number() OVER (PARTITION BY subject_id ORDER BY anchor_year) > 1
+            THEN 'duplicate subject_id'
+    END AS _reject
+FROM parsed

@@ -1,0 +1,23 @@
+-- staged_radiology: radiology reports (note_type RR, addenda AR) from MIMIC-IV-Note
+-- note/radiology; hadm_id is often empty. The text stays here, keyed by note_id;
+-- cohort_notes lists only which notes a stay may use.
+WITH parsed AS (
+    SELECT
+        note_id,
+        TRY_CAST(subject_id AS BIGINT) AS subject_id,
+        TRY_CAST(hadm_id AS BIGINT)    AS hadm_id,
+        note_type,
+        TRY_CAST(note_seq AS INTEGER)  AS note_seq,
+        mimic_ts(charttime)            AS charttime,
+        mimic_ts(storetime)            AS storetime,   -- may be empty
+        text
+    FROM raw_radiology
+)
+SELECT
+    *,
+    CASE
+        WHEN note_id IS NULL THEN 'note_id empty'
+        WHEN subject_id IS NULL THEN 'subject_id not an integer'
+        WHEN charttime IS NULL THEN 'charttime unparseable'
+    END AS _reject
+FROM parsed
