@@ -18,7 +18,6 @@ or after the stay's prediction time t0, and images whose `study_time` is, are dr
 here again even though the cohort step already excludes them; the count is reported.
 """
 
-from __future__ import annotations
 
 import hashlib
 import time
