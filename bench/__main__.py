@@ -1,0 +1,196 @@
+"""`python -m bench [--quick] [--tiny] [--only staging,incremental,embeddings,training]`.
+
+Prints each benchmark's table as it goes and, as the very last line, one JSON object with
+the headline ratios (`--json PATH` also writes the full results; `--markdown PATH` writes
+the tables as Markdown, e.g. for bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SECTIONS = ["staging", "incremental", "embeddings", "training"]
+REQUIRED_KEYS = [
+    "duckdb_vs_rowreader_speedup",
+    "duckdb_vs_pandas_speedup",
+    "duckdb_vs_zcat_ratio",
+    "staging_peak_rss_mb",
+    "rerun_ratio",
+    "note_embed_efficiency",
+    "cxr_embed_efficiency",
+]
+
+# rows of synthetic chartevents per profile
+SIZES = {
+    "full": [1_000_000, 4_000_000, 16_000_000],
+    "quick": [250_000, 1_000_000],
+    "tiny": [20_000, 50_000],
+}
+DEMO_STAYS = {"full": 400, "quick": 120, "tiny": 40}
+
+
+def default_workdir() -> Path:
+    env = os.environ.get("MOE_BENCH_DIR")
+    if env:
+        return Path(env)
+    data = os.environ.get("MOE_DATA_DIR")
+    return Path(data) / "bench" if data else Path("/tmp/moe-bench")
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    with contextlib.suppress(OSError):
+        info["loadavg_start"] = os.getloadavg()
+    try:
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="a run under 5 minutes")
+    ap.add_argument("--tiny", action="store_true", help="smoke-test sizes (seconds)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--repeats", type=int, default=None, help="best of N per staging contender")
+    ap.add_argument("--json", type=Path, default=None, help="write the full results here")
+    ap.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    args = ap.parse_args(argv)
+    profile = "tiny" if args.tiny else "quick" if args.quick else "full"
+    workdir = (args.workdir or default_workdir()).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    repeats = args.repeats or (2 if profile == "full" else 1)
+
+    def log(msg: str = "") -> None:
+        print(msg, flush=True)
+
+    t_start = time.perf_counter()
+    results: dict[str, Any] = {"profile": profile, "machine": machine(), "workdir": str(workdir)}
+    md: list[str] = []
+    summary: dict[str, Any] = {k: None for k in REQUIRED_KEYS}
+    summary["profile"] = profile
+
+    def section(name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        if name not in only:
+            return None
+        log(f"== {name} ==")
+        t0 = time.perf_counter()
+        try:
+            res = fn()
+        except Exception as err:  # one broken section must not hide the others
+            traceback.print_exc(file=sys.stdout)
+            res = {"available": False, "reason": f"{type(err).__name__}: {err}"[:500]}
+        res["section_s"] = time.perf_counter() - t0
+        results[name] = res
+        log(f"   ({res['section_s']:.1f} s)")
+        return res
+
+    if "staging" in only:
+        from bench import staging
+
+        res = section(
+            "staging",
+            lambda: staging.run_staging(workdir / "staging", SIZES[profile], repeats, log=log),
+        )
+        if res and "runs" in res:
+            log(staging.markdown(res))
+            md += ["## Staging", "", staging.markdown(res), ""]
+            for key in ["duckdb_vs_rowreader_speedup", "duckdb_vs_pandas_speedup",
+                        "duckdb_vs_zcat_ratio", "staging_peak_rss_mb",
+                        "staging_rss_mb_per_million_rows", "staging_s_per_million_rows",
+                        "extrapolated_real_mimic_total_min"]:  # fmt: skip
+                summary[key] = _round(res[key])
+        elif res:
+            summary["staging"] = f"not available: {res.get('reason')}"
+
+    if "incremental" in only:
+        from bench import incremental
+
+        res = section(
+            "incremental",
+            lambda: incremental.run_incremental(
+                workdir / "incremental", DEMO_STAYS[profile], log=log
+            ),  # fmt: skip
+        )
+        if res and res.get("available", True):
+            md += ["## Incremental re-run", "", incremental.markdown(res), ""]
+            summary["rerun_ratio"] = _round(res["rerun_ratio"])
+            summary["new_data_ratio"] = _round(res["new_data_ratio"])
+        elif res:
+            summary["rerun_ratio"] = f"not available: {res.get('reason')}"
+
+    if "embeddings" in only:
+        from bench import embeddings
+
+        res = section(
+            "embeddings",
+            lambda: embeddings.run_embeddings(workdir / "embeddings", profile, log=log),
+        )
+        if res:
+            md += ["## Embeddings", "", embeddings.markdown(res), ""]
+            for kind in ("note", "cxr"):
+                part = res.get(kind, {})
+                key = f"{kind}_embed_efficiency"
+                summary[key] = (
+                    _round(part["efficiency"])
+                    if part.get("available", False)
+                    else f"not available: {part.get('reason', res.get('reason'))}"
+                )
+
+    if "training" in only:
+        from bench import training
+
+        res = section("training", lambda: training.run_training(workdir / "training", profile,
+                                                                log=log))  # fmt: skip
+        if res and res.get("available", True):
+            md += ["## Training", "", training.markdown(res), ""]
+            summary["train_s_per_epoch_moe"] = res.get("moe_s_per_epoch")
+        elif res:
+            summary["training"] = f"not available: {res.get('reason')}"
+
+    results["total_s"] = time.perf_counter() - t_start
+    with contextlib.suppress(OSError):
+        results["machine"]["loadavg_end"] = os.getloadavg()
+    summary["total_s"] = _round(results["total_s"])
+    summary["loadavg_end"] = [round(x, 2) for x in results["machine"].get("loadavg_end", [])]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    if args.markdown:
+        head = [f"Profile `{profile}`, machine: {json.dumps(results['machine'])}", ""]
+        args.markdown.write_text("\n".join(head + md))
+    print(json.dumps(summary, default=str), flush=True)
+    return 0
+
+
+def _round(x: Any) -> Any:
+    return round(x, 3) if isinstance(x, float) else x
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Staging benchmark: our DuckDB staging code path against the row reader, chunked pandas
+and the `zcat` floor, on synthetic `chartevents.csv.gz` of several sizes; plus the scaling
+slope and an extrapolation to real MIMIC-IV sizes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.chartgen import cached_chartevents
+from bench.proc import Measurement, python_cmd, run_measured
+
+CONTENDERS = ["zcat", "duckdb", "pandas", "rowreader"]
+LABELS = {
+    "zcat": "`zcat file > /dev/null` (floor)",
+    "duckdb": "MoE-Health staging (DuckDB -> Parquet)",
+    "pandas": "pandas read_csv chunks + usecols -> Parquet",
+    "rowreader": "csv.DictReader row by row (mimic3-benchmarks style) -> CSV",
+}
+# Real MIMIC-IV v2.2+ sizes of the two large tables the pipeline stages.
+REAL_ROWS = {"chartevents": 433_000_000, "labevents": 158_000_000}
+
+
+@dataclass
+class Run:
+    contender: str
+    rows: int
+    wall_s: float
+    peak_rss_mb: float
+    rows_out: int
+    inner_s: float | None = None
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+def _one(contender: str, src: Path, out: Path, timeout: float) -> tuple[Measurement, int, Any]:
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    if contender == "zcat":
+        m = run_measured(f"zcat {src} > /dev/null", shell=True, timeout=timeout)
+        return m, -1, None
+    m = run_measured(python_cmd("bench.contenders", contender, str(src), str(out)), timeout=timeout)
+    if not m.ok:
+        raise RuntimeError(f"{contender} failed (rc={m.rc}):\n{m.stderr[-3000:]}")
+    import json
+
+    rows_out = int(json.loads(m.stdout.strip().splitlines()[-1])["rows"])
+    inner = None
+    for line in m.stderr.splitlines():
+        if line.startswith("{") and "inner_s" in line:
+            inner = float(json.loads(line)["inner_s"])
+    return m, rows_out, inner
+
+
+def run_staging(
+    workdir: Path, sizes: list[int], repeats: int = 1, timeout: float = 1800, log=print
+) -> dict[str, Any]:
+    """Every contender on every size; best-of-`repeats` wall time, max peak RSS."""
+    runs: list[Run] = []
+    for rows in sizes:
+        src, summary = cached_chartevents(workdir / "inputs", rows)
+        log(f"  chartevents {rows:,} rows: {src} ({summary['bytes'] / 2**20:.0f} MiB gz)")
+        out_root = workdir / "out"
+        out_root.mkdir(parents=True, exist_ok=True)
+        for contender in CONTENDERS:
+            walls: list[float] = []
+            peaks: list[float] = []
+            inners: list[float] = []
+            rows_out = -1
+            for _ in range(repeats):
+                m, rows_out, inner = _one(contender, src, out_root / contender, timeout)
+                walls.append(m.wall_s)
+                peaks.append(m.peak_rss_mb)
+                if inner is not None:
+                    inners.append(inner)
+            run = Run(contender, rows, min(walls), max(peaks), rows_out,
+                      min(inners) if inners else None)  # fmt: skip
+            runs.append(run)
+            log(
+                f"    {contender:10s} {run.wall_s:8.2f} s  {run.rows_per_s / 1e6:6.2f} M rows/s  "
+                f"peak {run.peak_rss_mb:7.0f} MB  rows out {rows_out:,}"
+            )
+        shutil.rmtree(out_root, ignore_errors=True)
+        kept = {r.rows_out for r in runs if r.rows == rows and r.rows_out >= 0}
+        if len(kept) != 1:
+            raise RuntimeError(f"contenders disagree on the kept rows at {rows:,}: {kept}")
+    return summarize(runs)
+
+
+def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares intercept and slope (slope 0 with one point)."""
+    if len(xs) < 2:
+        return (ys[0] if ys else 0.0), 0.0
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
+    return my - slope * mx, slope
+
+
+def summarize(runs: list[Run]) -> dict[str, Any]:
+    by = {(r.contender, r.rows): r for r in runs}
+    sizes = sorted({r.rows for r in runs})
+    big = sizes[-1]
+    d = by[("duckdb", big)]
+    scaling: dict[str, Any] = {}
+    for c in CONTENDERS:
+        xs = [float(n) for n in sizes]
+        a_t, b_t = _fit(xs, [by[(c, n)].wall_s for n in sizes])
+        a_m, b_m = _fit(xs, [by[(c, n)].peak_rss_mb for n in sizes])
+        scaling[c] = {
+            "s_per_million_rows": b_t * 1e6,
+            "intercept_s": a_t,
+            "rss_mb_per_million_rows": b_m * 1e6,
+            "rss_intercept_mb": a_m,
+        }
+    sd = scaling["duckdb"]
+    per_row = sd["s_per_million_rows"] / 1e6 if len(sizes) > 1 else d.wall_s / big
+    extrap = {t: n * per_row for t, n in REAL_ROWS.items()}
+    cores = os.cpu_count() or 1
+    return {
+        "runs": [asdict(r) | {"rows_per_s": r.rows_per_s} for r in runs],
+        "sizes": sizes,
+        "largest": big,
+        "duckdb_vs_rowreader_speedup": by[("rowreader", big)].wall_s / d.wall_s,
+        "duckdb_vs_pandas_speedup": by[("pandas", big)].wall_s / d.wall_s,
+        "duckdb_vs_zcat_ratio": d.wall_s / by[("zcat", big)].wall_s,
+        "staging_peak_rss_mb": max(by[("duckdb", n)].peak_rss_mb for n in sizes),
+        "staging_rss_mb_per_million_rows": sd["rss_mb_per_million_rows"],
+        "staging_s_per_million_rows": per_row * 1e6,
+        "scaling": scaling,
+        "extrapolated_real_mimic_s": extrap,
+        "extrapolated_real_mimic_total_min": sum(extrap.values()) / 60,
+        "cores": cores,
+    }
+
+
+def markdown(res: dict[str, Any]) -> str:
+    sizes = res["sizes"]
+    by = {(r["contender"], r["rows"]): r for r in res["runs"]}
+    lines = [
+        "| rows | contender | seconds | M rows/s | peak RSS (MB) | vs ours |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for n in sizes:
+        ours = by[("duckdb", n)]["wall_s"]
+        for c in CONTENDERS:
+            r = by[(c, n)]
+            lines.append(
+                f"| {n:,} | {LABELS[c]} | {r['wall_s']:.2f} | {r['rows_per_s'] / 1e6:.2f} | "
+                f"{r['peak_rss_mb']:.0f} | {r['wall_s'] / ours:.2f}x |"
+            )
+    lines.append("")
+    lines.append(
+        "| contender | s per million rows (slope) | peak RSS MB per million rows (slope) |"
+    )
+    lines.append("|---|---:|---:|")
+    for c in CONTENDERS:
+        s = res["scaling"][c]
+        lines.append(
+            f"| {c} | {s['s_per_million_rows']:.3f} | {s['rss_mb_per_million_rows']:.1f} |"
+        )
+    return "\n".join(lines)
