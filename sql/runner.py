@@ -364,7 +364,7 @@ def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None)
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
         "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
-        "compression = 'auto', max_line_size = 16777216, null_padding = true)"
+        "compression = 'auto', null_padding = true)"
     )
 
 
