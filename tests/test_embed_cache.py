@@ -1,0 +1,61 @@
+"""Atomic writes and the content-addressed embedding cache (no models needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from moe.atomic import write_json_atomic, write_parquet_atomic
+from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
+
+
+def test_atomic_parquet_and_json_leave_no_temp_files(tmp_path: Path) -> None:
+    p = write_parquet_atomic(pd.DataFrame({"a": [1, 2]}), tmp_path / "x" / "t.parquet")
+    assert pq.read_table(p).num_rows == 2
+    j = write_json_atomic({"b": 1}, tmp_path / "x" / "m.json")
+    assert json.loads(j.read_text()) == {"b": 1}
+    assert sorted(f.name for f in (tmp_path / "x").iterdir()) == ["m.json", "t.parquet"]
+
+
+def test_atomic_write_failure_keeps_old_file(tmp_path: Path) -> None:
+    p = write_parquet_atomic(pd.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+    with pytest.raises(Exception):  # noqa: B017 - any error from pyarrow
+        write_parquet_atomic(pd.DataFrame({"a": [object()]}), p)
+    assert pq.read_table(p).column("a").to_pylist() == [1]
+    assert [f.name for f in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_cache_roundtrip_dedupes_and_keeps_failures(tmp_path: Path) -> None:
+    c = EmbeddingCache(tmp_path, "notes", "m-1", dim=3)
+    c.put("b00", ["k1", "k2"], [np.ones(3), None], [True, False])
+    c.put("b01", ["k1"], [np.zeros(3)])  # a concurrent duplicate: harmless
+    assert c.keys() == {"k1", "k2"}
+    got = c.lookup(["k1", "k2", "k3"])
+    assert set(got) == {"k1", "k2"}
+    assert got["k2"] == (False, None)
+    assert got["k1"][0] and got["k1"][1] is not None and got["k1"][1].shape == (3,)
+    assert len(c.shard_files()) == 2
+    assert all(f.parent == tmp_path / "notes" / "m-1" for f in c.shard_files())
+
+
+def test_cache_rejects_wrong_dim(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        EmbeddingCache(tmp_path, "cxr", "m", dim=4).put("p10", ["k"], [np.ones(3)])
+
+
+def test_model_key_changes_with_model_revision_and_settings() -> None:
+    base = make_model_key("org/model-a", "rev1", {"chunk_tokens": 254})
+    assert base == make_model_key("org/model-a", "rev1", {"chunk_tokens": 254})
+    assert base.startswith("model-a-")
+    others = {
+        make_model_key("org/model-b", "rev1", {"chunk_tokens": 254}),
+        make_model_key("org/model-a", "rev2", {"chunk_tokens": 254}),
+        make_model_key("org/model-a", "rev1", {"chunk_tokens": 128}),
+    }
+    assert base not in others and len(others) == 3
+    assert sha256_text("a") != sha256_text("b")
