@@ -20,6 +20,7 @@ import pyarrow as pa
 from sql.runner import (
     RAW_TABLES,
     VARIABLES_CSV,
+    check_gzip,
     code_hash,
     combine,
     connect,
@@ -133,6 +134,8 @@ def build_staged(
     if reused is not None:
         reused.warnings = warnings
         return reused
+    if source is not None:
+        check_gzip(source)  # a truncated download fails here, before anything is written
     con = connect(settings)
     try:
         raw_view(con, table, source)

@@ -282,6 +282,34 @@ def validate_raw(root: Path, table: RawTable) -> Path | None:
     return path
 
 
+def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
+    """Decompress a .gz file end to end (streaming, constant memory) so that a truncated or
+    corrupt download is a clear error before anything is staged from it: DuckDB alone
+    reads a truncated gzip up to the break without complaint."""
+    if path.suffix != ".gz":
+        return
+    try:
+        with path.open("rb") as f:
+            d = zlib.decompressobj(wbits=31)
+            pending = False  # input given to the current gzip member, not yet at its end
+            while block := f.read(chunk):
+                while block:
+                    pending = True
+                    d.decompress(block, 1 << 22)
+                    block = d.unconsumed_tail
+                    if d.eof:  # member complete: the next one may follow
+                        block = d.unused_data + block
+                        d = zlib.decompressobj(wbits=31)
+                        pending = False
+            if pending:
+                raise EOFError("the compressed stream ends before its end-of-stream marker")
+    except (OSError, EOFError, zlib.error) as err:
+        raise RawInputError(
+            f"{path}: corrupt or truncated gzip ({type(err).__name__}: {err}). Check it with "
+            f"`gzip -t {path}` and download it again from PhysioNet. No output was replaced."
+        ) from err
+
+
 def file_fingerprint(paths: Iterable[Path | None]) -> str:
     """Cheap identity of raw files: name, size and modification time (like make)."""
     h = hashlib.sha256()

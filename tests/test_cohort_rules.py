@@ -206,10 +206,23 @@ def test_label_and_flag_types(built):
         assert str(cohort[label].dtype) == "Int8"
     for flag in ("has_ehr", "has_notes", "has_cxr"):
         assert cohort[flag].dtype.kind == "b" or str(cohort[flag].dtype) == "boolean"
-    required = (
-        "stay_id subject_id hadm_id intime prediction_time age gender split mortality long_los "
-        "readmission has_ehr has_notes has_cxr cxr_dicom_id"
-    ).split()
+    required = [
+        "stay_id",
+        "subject_id",
+        "hadm_id",
+        "intime",
+        "prediction_time",
+        "age",
+        "gender",
+        "split",
+        "mortality",
+        "long_los",
+        "readmission",
+        "has_ehr",
+        "has_notes",
+        "has_cxr",
+        "cxr_dicom_id",
+    ]
     assert set(required) <= set(cohort.columns)
 
 
