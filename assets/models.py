@@ -1,0 +1,216 @@
+"""MoE heads, their ablations and the baselines, one asset per task (thin: `moe.api` does it).
+
+Outputs under `$MOE_DATA_DIR/models/<task>/`:
+- `moe_<task>`: `model.pt, config.json, metrics.json, predictions.parquet, roc.png`
+- `baselines_<task>`: `baselines/<kind>/predictions.parquet + metrics.json` for each baseline
+  kind and each MoE ablation (`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`).
+`predictions.parquet`: `stay_id, split, y_true, y_prob` for every stay with a label for the
+task (all splits); stays with a null label are left out of that task.
+"""
+
+
+import base64
+import io
+import json
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from pipelines.resources import ProjectResource
+
+TASKS = ("mortality", "long_los", "readmission")
+UPSTREAM = "multimodal_dataset"
+
+
+class MoETrainConfig(Config):
+    """Hyper-parameters of `moe.MoEConfig` shown in the launchpad (defaults match it)."""
+
+    width: int = Field(default=128, description="Shared token width of the modality encoders.")
+    expert_hidden: int = Field(default=128, description="Hidden width of each expert MLP.")
+    experts_per_subset: int = Field(default=1, description="Experts per modality subset (7 subsets).")
+    top_k: int = Field(default=3, description="Experts chosen per stay among the eligible ones.")
+    dropout: float = Field(default=0.1, description="Dropout inside encoders and experts.")
+    availability_masking: bool = Field(default=True, description="Mask experts needing absent modalities.")
+    modality_dropout: float = Field(default=0.25, description="P(hide an available modality) in training.")
+    single_expert: bool = Field(default=False, description="Ablation: one expert, no mixture.")
+    lr: float = Field(default=2e-3, description="AdamW learning rate.")
+    weight_decay: float = Field(default=1e-4, description="AdamW weight decay.")
+    batch_size: int = Field(default=512, description="Mini-batch size.")
+    max_epochs: int = Field(default=40, description="Epoch cap.")
+    patience: int = Field(default=8, description="Early stopping patience (epochs, val AUPRC).")
+    balance_weight: float = Field(default=0.01, description="Load-balancing loss weight.")
+    seed: int = Field(default=0, description="Seed for init, batches and dropout.")
+    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
+    threads: int = Field(default=0, description="torch CPU threads while fitting (0: torch default).")
+    n_boot: int = Field(default=1000, description="Bootstrap resamples for the test intervals.")
+
+    def moe_config(self) -> dict[str, Any]:
+        d = self.model_dump()
+        d.pop("n_boot")
+        return d
+
+
+class BaselinesConfig(MoETrainConfig):
+    kinds: list[str] = Field(
+        default=["ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm"],
+        description="Baselines to fit.",
+    )
+    ablations: list[str] = Field(
+        default=["moe_no_masking", "moe_no_dropout", "moe_single_expert"],
+        description="MoE ablations to fit (same layout as the baselines).",
+    )
+
+    def moe_config(self) -> dict[str, Any]:
+        d = super().moe_config()
+        d.pop("kinds")
+        d.pop("ablations")
+        return d
+
+
+def read_dataset(project: ProjectResource, asset_name: str):
+    """The upstream table, or a Failure that says how to build it."""
+    import pyarrow.parquet as pq
+
+    path = project.paths().table(UPSTREAM)
+    if not path.exists():
+        raise Failure(
+            description=(
+                f"{path} does not exist: the upstream asset `{UPSTREAM}` was never materialized "
+                f"on this instance. Materialize it together with its upstream assets: "
+                f"dagster asset materialize -m pipelines.definitions --select '*{asset_name}' "
+                f"(or run `make demo`)."
+            )
+        )
+    return pq.read_table(path)
+
+
+def roc_png(y, p, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=100)
+    ax.plot(fpr, tpr, lw=1.5)
+    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _ci(m: dict[str, Any], name: str) -> str:
+    lo, hi = m[f"{name}_ci"]
+    return f"{m[name]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _moe_asset(task: str) -> AssetsDefinition:
+    name = f"moe_{task}"
+
+    @asset(
+        name=name,
+        deps=[AssetKey(UPSTREAM)],
+        group_name="models",
+        kinds={"pytorch"},
+        description=(
+            f"Availability-aware mixture-of-experts for `{task}`: trained on split=train, "
+            f"early-stopped on val, evaluated on test. Writes $MOE_DATA_DIR/models/{task}/."
+        ),
+    )
+    def _moe(
+        context: AssetExecutionContext, config: MoETrainConfig, project: ProjectResource
+    ) -> MaterializeResult:
+        import moe
+        from moe.api import pattern_markdown, write_outputs
+
+        table = read_dataset(project, name)
+        out = project.paths().data_dir / "models" / task
+        model = moe.fit(table, task, config.moe_config())
+        pred, met = write_outputs(out, model, table, task, n_boot=config.n_boot)
+        test = pred[pred.split == "test"]
+        meta: dict[str, Any] = {
+            "dir": MetadataValue.path(str(out)),
+            "stays (labelled)": len(pred),
+            "epochs": model.history.get("epochs_run"),
+            "train seconds": round(float(model.history.get("seconds", 0.0)), 1),
+        }
+        if "test" in met:
+            m = met["test"]
+            meta.update({
+                "test AUROC": MetadataValue.float(float(m["auroc"])),
+                "test AUPRC": MetadataValue.float(float(m["auprc"])),
+                "test AUROC (95% CI)": _ci(m, "auroc"),
+                "test AUPRC (95% CI)": _ci(m, "auprc"),
+                "test brier": MetadataValue.float(float(m["brier"])),
+                "test ECE": MetadataValue.float(float(m["ece"])),
+                "test by availability": MetadataValue.md(pattern_markdown(met["test_by_pattern"])),
+            })
+            if test.y_true.nunique() == 2:
+                png = roc_png(test.y_true, test.y_prob, f"{task}: test ROC")
+                (out / "roc.png").write_bytes(png)
+                b64 = base64.b64encode(png).decode()
+                meta["test ROC"] = MetadataValue.md(f"![ROC](data:image/png;base64,{b64})")
+        return MaterializeResult(metadata=meta)
+
+    return _moe
+
+
+def _baselines_asset(task: str) -> AssetsDefinition:
+    name = f"baselines_{task}"
+
+    @asset(
+        name=name,
+        deps=[AssetKey(UPSTREAM)],
+        group_name="models",
+        kinds={"pytorch", "scikitlearn"},
+        description=(
+            f"Baselines for `{task}` on the MoE's splits and vectors (unimodal, early and late "
+            f"fusion, gradient boosting) and the MoE ablations. Writes "
+            f"$MOE_DATA_DIR/models/{task}/baselines/<kind>/."
+        ),
+    )
+    def _baselines(
+        context: AssetExecutionContext, config: BaselinesConfig, project: ProjectResource
+    ) -> MaterializeResult:
+        import moe
+        from moe.api import fit_ablation, write_outputs
+
+        table = read_dataset(project, name)
+        root = project.paths().data_dir / "models" / task / "baselines"
+        rows = ["| model | test AUROC | test AUPRC |", "|---|---:|---:|"]
+        summary: dict[str, Any] = {}
+        for kind in [*config.kinds, *config.ablations]:
+            context.log.info(f"{task}: fitting {kind}")
+            if kind.startswith("moe_"):
+                model: Any = fit_ablation(table, task, kind, config.moe_config())
+            else:
+                model = moe.fit_baseline(table, task, kind, config.moe_config())
+            _, met = write_outputs(root / kind, model, table, task, n_boot=config.n_boot)
+            if "test" in met:
+                m = met["test"]
+                rows.append(f"| {kind} | {_ci(m, 'auroc')} | {_ci(m, 'auprc')} |")
+                summary[kind] = {"auroc": m["auroc"], "auprc": m["auprc"]}
+        (root / "summary.json").write_text(json.dumps(summary, indent=2))
+        return MaterializeResult(
+            metadata={"dir": MetadataValue.path(str(root)), "test": MetadataValue.md("\n".join(rows))}
+        )
+
+    return _baselines
+
+
+moe_mortality, moe_long_los, moe_readmission = (_moe_asset(t) for t in TASKS)
+baselines_mortality, baselines_long_los, baselines_readmission = (_baselines_asset(t) for t in TASKS)
