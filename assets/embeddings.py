@@ -18,7 +18,6 @@ or after the stay's prediction time t0, and images whose `study_time` is, are dr
 here again even though the cohort step already excludes them; the count is reported.
 """
 
-
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -643,7 +642,7 @@ def assemble_dataset(paths: ProjectPaths) -> pa.Table:
     def label(col: str) -> pa.Array:
         if col not in cohort.columns:
             return pa.nulls(len(cohort), type=pa.int8())
-        return pa.array(cohort[col].astype("Int8").tolist(), type=pa.int8())
+        return pa.array(cohort[col].astype("Int8"), type=pa.int8(), from_pandas=True)
 
     def nullable(col: str, typ: pa.DataType) -> pa.Array:
         if col not in cohort.columns:
