@@ -1,11 +1,10 @@
 """`mimic_raw`: the raw PhysioNet files, generated (demo) or checked in place (real MIMIC)."""
 
-from __future__ import annotations
-
 import json
 import os
 import shutil
 import uuid
+from pathlib import Path
 
 from dagster import (
     AssetExecutionContext,
@@ -67,7 +66,9 @@ def mimic_raw(
     )
 
 
-def _ensure_demo(context: AssetExecutionContext, raw, truth, config: RawConfig) -> bool:
+def _ensure_demo(
+    context: AssetExecutionContext, raw: Path, truth: Path, config: RawConfig
+) -> bool:
     """Generate the demo raw root unless one with the same settings exists.
 
     Written to a temporary sibling folder and renamed, so a killed run never leaves a
