@@ -8,6 +8,7 @@ and high-contrast so that a randomly initialised DenseNet's pooled features keep
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -62,7 +63,7 @@ def make_studies(
     """One row per image: dicom_id, subject_id, study_id, view, rows, cols, study_ts (float s),
     jpg (whether the file is written), latents used to render."""
     rows: list[dict[str, object]] = []
-    for r in adm.itertuples(index=False):
+    for r in cast(list[Any], list(adm.itertuples(index=False))):
         admit, disch, hadm = int(r.admittime), int(r.dischtime), int(r.hadm_id)
         sa = float(r.latent_shared_a)
         studies: list[tuple[int, str, bool]] = []  # (time, kind, jpg)
@@ -116,7 +117,7 @@ def study_date_time(ts: float) -> tuple[int, str]:
 
 def write_images(rng: np.random.Generator, images: pd.DataFrame, root: Path) -> int:
     n = 0
-    for r in images.itertuples(index=False):
+    for r in cast(list[Any], list(images.itertuples(index=False))):
         if not r.jpg:
             continue
         haze, lesion = image_severity(r.sa, r.sb, r.uc)

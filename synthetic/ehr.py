@@ -60,18 +60,6 @@ def _ts(x: I64) -> pa.Array:
     return pa.array(x, pa.timestamp("s"))
 
 
-def _fmt(values: F64, decimals: int | F64) -> pa.Array:
-    return pc.cast(pa.array(np.round(values, decimals) if np.isscalar(decimals) else values), pa.string())
-
-
-def _round_each(values: F64, decimals: npt.NDArray[np.int64]) -> F64:
-    out = values.copy()
-    for d in np.unique(decimals):
-        m = decimals == d
-        out[m] = np.round(values[m], int(d))
-    return out
-
-
 def chartevents(rng: np.random.Generator, stays: pd.DataFrame) -> pa.Table:
     n = len(stays)
     los = (stays.outtime - stays.intime).to_numpy()
@@ -202,7 +190,7 @@ def labevents(rng: np.random.Generator, ctx: pd.DataFrame, first_id: int) -> pa.
     stat = rng.random(npan) < 0.4
     rows: list[tuple[I64, I64, F64, int, str, float, float]] = []
     vals: dict[str, F64] = {}
-    for name, (item, base, scale, w, sd, log, dec, uomv, lo, hi) in LABS.items():
+    for name, (lab_item, base, scale, w, sd, log, dec, uomv, lo, hi) in LABS.items():
         mu = _level(z, base, scale, w, log) * (np.exp(rng.normal(0, sd * 0.3, n)) if log else 1)
         if not log:
             mu = mu + rng.normal(0, sd * 0.3, n)
@@ -212,7 +200,7 @@ def labevents(rng: np.random.Generator, ctx: pd.DataFrame, first_id: int) -> pa.
             continue
         v = mu[pctx] * np.exp(rng.normal(0, sd, npan)) if log else mu[pctx] + rng.normal(0, sd, npan)
         vals[name] = np.round(v, dec)
-        rows.append((np.nonzero(pm)[0], np.full(pm.sum(), item), vals[name][pm], dec, uomv, lo, hi))
+        rows.append((np.nonzero(pm)[0], np.full(pm.sum(), lab_item), vals[name][pm], dec, uomv, lo, hi))
     ag = vals["sodium"] - vals["chloride"] - vals["bicarbonate"]
     rows.append((np.arange(npan), np.full(npan, 50868), ag, 0, "mEq/L", 8.0, 20.0))
     pan = np.concatenate([r[0] for r in rows])
@@ -231,7 +219,7 @@ def labevents(rng: np.random.Generator, ctx: pd.DataFrame, first_id: int) -> pa.
     value[u < 0.01] = "___"  # de-identification mask, valuenum kept (as in MIMIC)
     err = (u >= 0.01) & (u < 0.015)
     value[err] = "ERROR"
-    flag = np.where((vn < rlo) | (vn > rhi), "abnormal", None)
+    normal = (vn >= rlo) & (vn <= rhi)
     hadm = pa.array(ctx.hadm_id.to_numpy()[ci], mask=no_hadm[pan])
     return pa.table({
         "labevent_id": np.arange(first_id, first_id + m, dtype=np.int64),
@@ -247,7 +235,7 @@ def labevents(rng: np.random.Generator, ctx: pd.DataFrame, first_id: int) -> pa.
         "valueuom": pa.array(uom, pa.string()),
         "ref_range_lower": rlo,
         "ref_range_upper": rhi,
-        "flag": pa.array(flag, pa.string()),
+        "flag": pa.array(np.full(m, "abnormal", object), pa.string(), mask=normal),
         "priority": pa.array(np.where(stat[pan], "STAT", "ROUTINE"), pa.string()),
         "comments": pa.nulls(m, pa.string()),
     })

@@ -9,6 +9,8 @@ eligible note (a radiology report before t0 or a prior admission's summary) reve
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pandas as pd
 
@@ -107,7 +109,7 @@ def make_notes(
     first_in: hadm_id -> intime of its first ICU stay; seq: subject -> [rr, ds] counters."""
     rad: list[dict[str, object]] = []
     dis: list[dict[str, object]] = []
-    for r in adm.itertuples(index=False):
+    for r in cast(list[Any], list(adm.itertuples(index=False))):
         sid, hadm = int(r.subject_id), int(r.hadm_id)
         sa, sb, c = float(r.latent_shared_a), float(r.latent_shared_b), float(r.latent_note)
         surg = bool(r.group)
