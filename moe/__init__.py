@@ -1,5 +1,22 @@
-"""MoE-Health model library (plain PyTorch + numpy, no Dagster). See `moe.api`."""
+"""MoE-Health model library (plain PyTorch + numpy, no Dagster). See `moe.api`.
 
-from moe.api import fit, fit_baseline
+`fit` and `fit_baseline` are imported lazily, so that light modules of this package (e.g.
+`moe.atomic`) can be used without paying for torch and scikit-learn at import time.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from moe.api import fit, fit_baseline
 
 __all__ = ["fit", "fit_baseline"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from moe import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'moe' has no attribute {name!r}")
