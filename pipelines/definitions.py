@@ -2,15 +2,60 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+from dagster import (
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    Definitions,
+    load_asset_checks_from_modules,
+    load_assets_from_modules,
+    map_asset_specs,
+)
 
 import assets
+from pipelines.automation import cohort_refresh_schedule, mimic_root_change_sensor
+from pipelines.jobs import ALL_JOBS
 from pipelines.resources import default_resources
+
+# What follows a cohort refresh on its own: everything downstream of the cohort.
+DOWNSTREAM_GROUPS = ("embeddings", "dataset", "models", "report")
+DOWNSTREAM = AssetSelection.groups(*DOWNSTREAM_GROUPS)
+
+
+def follow_upstream() -> AutomationCondition:
+    """Eager, minus 'newly missing': update when an upstream asset was updated, never just
+    because the asset has not been materialized yet (a fresh `dagster dev` starts nothing)."""
+    return (
+        AutomationCondition.any_deps_updated().since_last_handled()
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    ).with_label("follow upstream updates")
+
+
+downstream_automation = AutomationConditionSensorDefinition(
+    "downstream_automation",
+    target=DOWNSTREAM,
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="After a cohort refresh: re-embed what is new, rebuild the dataset, retrain, report.",
+)
 
 _modules = assets.all_asset_modules()
 
+_assets = map_asset_specs(
+    lambda spec: spec.replace_attributes(automation_condition=follow_upstream())
+    if spec.group_name in DOWNSTREAM_GROUPS
+    else spec,
+    load_assets_from_modules(_modules),
+)
+
 defs = Definitions(
-    assets=load_assets_from_modules(_modules),
+    assets=_assets,
     asset_checks=load_asset_checks_from_modules(_modules),
+    jobs=ALL_JOBS,
+    schedules=[cohort_refresh_schedule],
+    sensors=[mimic_root_change_sensor, downstream_automation],
     resources=default_resources(),
 )
