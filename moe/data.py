@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -21,10 +22,10 @@ MODALITIES: tuple[str, ...] = ("ehr", "notes", "cxr")
 TASKS: tuple[str, ...] = ("mortality", "long_los", "readmission")
 SHORT = {"ehr": "E", "notes": "N", "cxr": "C"}
 
-Table = pa.Table | pd.DataFrame
+Table: TypeAlias = pa.Table | pd.DataFrame
 # Which rows to hide a modality for at prediction time: a modality name, several names
 # (hide for every row), or {modality: boolean row mask}.
-Drop = str | Sequence[str] | Mapping[str, np.ndarray] | None
+Drop: TypeAlias = str | Sequence[str] | Mapping[str, np.ndarray] | None
 
 
 @dataclass

@@ -109,6 +109,9 @@ def expert_names(subsets: list[tuple[str, ...]]) -> list[str]:
 class ModalityEncoder(nn.Module):
     """Standardise with train statistics (buffers), then a small MLP to width W."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, d_in: int, width: int, dropout: float, input_dropout: float, layers: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(d_in))
@@ -181,6 +184,9 @@ def load_balance_loss(probs: Tensor, dispatch: Tensor, eligible: Tensor) -> Tens
 
 
 class MoE(nn.Module):
+    need: Tensor  # (E, 3) bool buffer: modalities each expert reads
+    logit_offset: Tensor  # scalar buffer: -log(pos_weight) after training (prior correction)
+
     def __init__(self, dims: dict[str, int], cfg: MoEConfig):
         super().__init__()
         self.cfg = cfg

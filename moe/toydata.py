@@ -76,7 +76,7 @@ def make_table(
     # readmission is undefined for stays that died
     labels["readmission"][labels["mortality"] == 1] = np.nan
     for task, yv in labels.items():
-        cols[task] = pd.array(np.where(np.isnan(yv), None, yv), dtype="Int8")
+        cols[task] = pd.Series(yv).astype("Int8").array
     for m in MODALITIES:
         cols[f"has_{m}"] = has[m]
     for m in MODALITIES:

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -86,6 +86,9 @@ def pos_weight_of(y: np.ndarray, class_weight: str) -> float:
     return n_neg / n_pos
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 @torch.no_grad()
 def predict_module(
     module: nn.Module, a: Arrays, device: torch.device, batch: int = 8192, key: str = "logits"
@@ -102,12 +105,12 @@ def predict_module(
 
 
 def train_module(
-    module: nn.Module,
+    module: M,
     tr: Arrays,
     va: Arrays,
     cfg: MoEConfig,
     modality_drop: float = 0.0,
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[M, dict[str, Any]]:
     """Fit `module` on labelled rows of `tr`, early-stopping on `va`. Returns the module at
     its best validation epoch (in eval mode) and a history dict."""
     device = resolve_device(cfg.device)

@@ -1,0 +1,103 @@
+"""moe.api and assets/models.py: baselines, table formats, null labels, output files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from dagster import DagsterInstance, materialize
+
+import moe
+from moe.api import predictions, write_outputs
+from moe.baselines import KINDS
+from moe.toydata import make_table
+
+torch.set_num_threads(1)
+FAST = {"max_epochs": 3, "patience": 2, "width": 16, "expert_hidden": 16, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return make_table(600, seed=2, dims={"ehr": 7, "notes": 11, "cxr": 40})[0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_baseline_gives_one_probability_per_row(toy, kind):
+    m = moe.fit_baseline(toy, "mortality", kind, FAST)
+    p = m.predict_proba(toy)
+    assert p.shape == (len(toy),) and np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
+    if kind == "cxr_only":  # stays without CXR get the train prevalence
+        train = toy[toy.split == "train"]
+        prev = train.mortality.astype(float).mean()
+        assert np.allclose(p[~toy.has_cxr.to_numpy()], prev)
+
+
+def test_pyarrow_and_pandas_give_the_same_model(toy):
+    a = moe.fit(toy, "mortality", FAST).predict_proba(toy)
+    arrow = pa.Table.from_pandas(toy, preserve_index=False)
+    b = moe.fit(arrow, "mortality", FAST).predict_proba(arrow)
+    assert np.array_equal(a, b)
+
+
+def test_vectors_of_a_new_length_are_rejected_clearly(toy):
+    m = moe.fit(toy, "mortality", {**FAST, "max_epochs": 1})
+    other = make_table(50, seed=3, dims={"ehr": 7, "notes": 12, "cxr": 40})[0]
+    with pytest.raises(ValueError, match="notes"):
+        m.predict_proba(other)
+
+
+def test_null_labels_are_left_out_and_files_are_written(toy, tmp_path):
+    m = moe.fit(toy, "readmission", {**FAST, "max_epochs": 1})
+    pred, met = write_outputs(tmp_path, m, toy, "readmission", n_boot=20)
+    assert toy.readmission.isna().any()
+    assert len(pred) == toy.readmission.notna().sum()
+    on_disk = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert list(on_disk.columns) == ["stay_id", "split", "y_true", "y_prob"]
+    assert set(on_disk.split) == {"train", "val", "test"}
+    assert {"model.pt", "config.json", "metrics.json"} <= {p.name for p in tmp_path.iterdir()}
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(saved["test"]["auroc_ci"]) == 2 and saved["test_by_pattern"]
+    assert np.allclose(predictions(moe.api.load(tmp_path), toy, "readmission").y_prob, pred.y_prob)
+
+
+def test_model_asset_without_upstream_says_how_to_build_it(tmp_path, monkeypatch):
+    import assets.models as models
+    from pipelines.resources import ProjectResource
+
+    result = materialize(
+        [models.moe_mortality],
+        resources={"project": ProjectResource(data_dir=str(tmp_path))},
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    msg = " ".join(
+        str(e.event_specific_data.error.message) for e in result.all_events if e.is_step_failure
+    )
+    assert "--select '*moe_mortality'" in msg and "make demo" in msg
+
+
+def test_model_asset_writes_its_folder(toy, tmp_path):
+    import assets.models as models
+    from pipelines.resources import ProjectResource
+
+    pq.write_table(pa.Table.from_pandas(toy, preserve_index=False),
+                   tmp_path / "multimodal_dataset.parquet")
+    result = materialize(
+        [models.moe_long_los],
+        resources={"project": ProjectResource(data_dir=str(tmp_path))},
+        instance=DagsterInstance.ephemeral(),
+        run_config={"ops": {"moe_long_los": {"config": {**FAST, "n_boot": 20}}}},
+    )
+    assert result.success
+    out = tmp_path / "models" / "long_los"
+    assert {"model.pt", "config.json", "metrics.json", "predictions.parquet", "roc.png"} <= {
+        p.name for p in out.iterdir()
+    }
+    md = result.asset_materializations_for_node("moe_long_los")[0].metadata
+    assert "test AUROC (95% CI)" in md and "pattern" in md["test by availability"].value

@@ -1,0 +1,69 @@
+"""moe.metrics: agreement with scikit-learn and bootstrap behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
+
+from moe import metrics as M
+
+
+def _data(n=400, seed=0, ties=True):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    p = 1 / (1 + np.exp(-(rng.normal(size=n) + 1.2 * y)))
+    if ties:
+        p = np.round(p, 1)  # many ties
+    return y, p
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_scikit_learn(seed, ties):
+    y, p = _data(seed=seed, ties=ties)
+    assert M.auroc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert M.auprc(y, p) == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert M.brier(y, p) == pytest.approx(brier_score_loss(y, p), abs=1e-12)
+    t = 0.4
+    assert M.f1_at(y, p, t) == pytest.approx(f1_score(y, p >= t), abs=1e-12)
+
+
+def test_ece_of_hand_computed_bins():
+    y = np.array([0, 1, 1, 1])
+    p = np.array([0.05, 0.05, 0.95, 0.95])  # bin 0: |0.05-0.5|, bin 9: |0.95-1|
+    assert M.ece(y, p) == pytest.approx(0.5 * 0.45 + 0.5 * 0.05)
+
+
+def test_single_class_rank_metrics_are_nan():
+    assert np.isnan(M.auroc([1, 1], [0.2, 0.3]))
+    assert np.isnan(M.auprc([0, 0], [0.2, 0.3]))
+
+
+def test_threshold_from_val_maximises_f1():
+    y, p = _data(seed=3)
+    t = M.threshold_from_val(y, p)
+    best = max(f1_score(y, p >= c) for c in np.unique(p))
+    assert f1_score(y, p >= t) == pytest.approx(best)
+
+
+def test_bootstrap_interval_covers_known_auroc():
+    # binormal scores: AUROC = Phi(d / sqrt(2)); d = 1 -> 0.76025
+    true_auc, covered, reps = 0.7602499389, 0, 30
+    for r in range(reps):
+        rng = np.random.default_rng(100 + r)
+        y = (rng.random(300) < 0.4).astype(int)
+        s = rng.normal(size=300) + 1.0 * y
+        est, lo, hi = M.bootstrap_ci(y, s, M.auroc, n=200, seed=r)
+        assert lo <= est <= hi
+        covered += lo <= true_auc <= hi
+    assert covered / reps >= 0.8
+
+
+def test_paired_bootstrap():
+    y, p = _data(seed=4, ties=False)
+    diff, lo, hi, pv = M.paired_bootstrap(y, p, p, M.auroc, n=100)
+    assert (diff, lo, hi) == (0.0, 0.0, 0.0) and pv == 1.0
+    noise = np.random.default_rng(0).normal(size=len(p))
+    diff, lo, hi, pv = M.paired_bootstrap(y, p, noise, M.auroc, n=200)
+    assert diff > 0 and lo > 0 and pv < 0.01

@@ -1,0 +1,168 @@
+"""moe.model / moe.train: masking, routing, balance loss, learning, determinism, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import moe
+from moe.metrics import auroc
+from moe.model import MoE, MoEConfig, load_balance_loss, route
+from moe.toydata import make_table
+from moe.train import FittedMoE, modality_dropout
+
+torch.set_num_threads(1)
+DIMS = {"ehr": 6, "notes": 5, "cxr": 4}
+FAST = {"max_epochs": 4, "patience": 2, "width": 16, "expert_hidden": 16, "threads": 1,
+        "batch_size": 256}
+
+
+def _batch(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = {m: torch.randn(n, d, generator=g) for m, d in DIMS.items()}
+    mask = torch.ones(n, 3, dtype=torch.bool)
+    mask[: n // 2, 2] = False  # first half lacks CXR
+    mask[: n // 4, 1] = False  # first quarter lacks notes too
+    return x, mask
+
+
+def _grads(model, x, mask, rows):
+    model.zero_grad()
+    out = model(x, mask)
+    out["logits"][rows].sum().backward()
+    return out, {k: p.grad.clone() if p.grad is not None else None
+                 for k, p in model.named_parameters()}
+
+
+def test_masked_experts_get_zero_weight_and_missing_input_changes_nothing():
+    torch.manual_seed(0)
+    model = MoE(DIMS, MoEConfig(width=16, expert_hidden=16, top_k=2)).eval()
+    x, mask = _batch()
+    out = model(x, mask)
+    needs_cxr = torch.tensor(["C" in n for n in model.expert_names])
+    lacking = ~mask[:, 2]
+    assert (out["weights"][lacking][:, needs_cxr] == 0).all()
+    assert torch.allclose(out["weights"].sum(1), torch.ones(len(mask)))
+    rows = torch.nonzero(lacking).squeeze(1)
+    out_a, g_a = _grads(model, x, mask, rows)
+    x2 = dict(x)
+    x2["cxr"] = x["cxr"].clone()
+    x2["cxr"][lacking] = 1e3 * torch.randn(int(lacking.sum()), DIMS["cxr"])
+    out_b, g_b = _grads(model, x2, mask, rows)
+    assert torch.equal(out_a["logits"], out_b["logits"])
+    for k in g_a:
+        assert (g_a[k] is None and g_b[k] is None) or torch.equal(g_a[k], g_b[k]), k
+    # and the CXR experts receive no gradient from rows lacking CXR
+    for e, name in enumerate(model.expert_names):
+        if "C" in name:
+            for p in model.experts[e].parameters():
+                assert p.grad is None or torch.count_nonzero(p.grad) == 0
+
+
+def test_without_masking_every_expert_is_eligible():
+    model = MoE(DIMS, MoEConfig(width=8, expert_hidden=8, availability_masking=False))
+    _, mask = _batch()
+    assert model.eligibility(mask).all()
+
+
+def test_topk_picks_k_eligible_experts_and_handles_rows_with_none():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0], [0.0, 5.0, 4.0, 9.0], [1.0, 1.0, 1.0, 1.0]])
+    eligible = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    w, probs, disp = route(logits, eligible, k=2)
+    assert torch.equal(w[0] > 0, torch.tensor([True, True, False, False]))
+    assert torch.equal(w[1] > 0, torch.tensor([True, False, True, False]))  # 5, 9 ineligible
+    assert torch.allclose(w[1, [0, 2]], torch.softmax(torch.tensor([0.0, 4.0]), 0))
+    assert torch.equal(w[2], torch.zeros(4)) and not torch.isnan(probs).any()
+    assert torch.equal(disp.sum(1), torch.tensor([2.0, 2.0, 0.0]))
+    w1, _, _ = route(logits, eligible, k=1)
+    assert torch.equal((w1 > 0).sum(1), torch.tensor([1, 1, 0]))
+
+
+def test_load_balance_is_one_when_uniform_and_grows_when_collapsed():
+    n, E = 64, 4
+    eligible = torch.ones(n, E, dtype=torch.bool)
+    eligible[: n // 2, 3] = False  # half the rows cannot use expert 3
+    uniform_logits = torch.zeros(n, E)
+    w, probs, disp = route(uniform_logits + 1e-3 * torch.arange(n * E).reshape(n, E).remainder(5),
+                           eligible, k=4)
+    assert load_balance_loss(probs, disp, eligible).item() == pytest.approx(1.0, abs=1e-2)
+    collapsed = torch.zeros(n, E)
+    collapsed[:, 0] = 10.0
+    w, probs, disp = route(collapsed, eligible, k=1)
+    assert load_balance_loss(probs, disp, eligible).item() > 2.0
+
+
+def test_modality_dropout_hides_but_keeps_one_modality():
+    mask = torch.ones(2000, 3, dtype=torch.bool)
+    mask[:500, 1:] = False
+    out = modality_dropout(mask, 0.5, torch.Generator().manual_seed(0))
+    assert out.any(1).all() and not (out & ~mask).any()
+    assert torch.equal(out[:500], mask[:500])  # a lone modality is never hidden
+    assert 0.3 < 1 - out[500:].float().mean() < 0.5
+
+
+@pytest.fixture(scope="module")
+def toy():
+    table, truth = make_table(1500, seed=1, signal=2.0)
+    return table, truth
+
+
+@pytest.fixture(scope="module")
+def fitted(toy):
+    return moe.fit(toy[0], "long_los", {**FAST, "max_epochs": 12, "patience": 4})
+
+
+def test_model_learns_planted_signal(toy, fitted):
+    table, truth = toy
+    test = (table.split == "test").to_numpy()
+    y = table.long_los.to_numpy(dtype=float)[test]
+    p = fitted.predict_proba(table)[test]
+    oracle = auroc(y, truth.oracle_long_los.to_numpy()[test])
+    assert auroc(y, p) > 0.7 and auroc(y, p) > oracle - 0.08
+    assert 0.5 * y.mean() < p.mean() < 1.5 * y.mean()  # prior correction keeps calibration
+
+
+def test_retraining_is_deterministic(toy):
+    a = moe.fit(toy[0], "mortality", FAST).predict_proba(toy[0])
+    b = moe.fit(toy[0], "mortality", FAST).predict_proba(toy[0])
+    assert np.array_equal(a, b)
+
+
+def test_save_load_roundtrip(toy, fitted, tmp_path):
+    fitted.save(tmp_path)
+    assert {"model.pt", "config.json"} <= {p.name for p in tmp_path.iterdir()}
+    again = FittedMoE.load(tmp_path)
+    assert np.array_equal(again.predict_proba(toy[0]), fitted.predict_proba(toy[0]))
+    assert again.expert_names == fitted.expert_names
+
+
+def test_hiding_a_modality_by_flag_equals_drop(toy, fitted):
+    table = toy[0]
+    rows = np.zeros(len(table), bool)
+    rows[::3] = True
+    hidden = table.copy()
+    hidden.loc[rows, "has_cxr"] = False
+    hidden["cxr"] = [None if r else v for r, v in zip(rows, hidden.cxr, strict=True)]
+    p_flag = fitted.predict_proba(hidden)
+    p_drop = fitted.predict_proba(table, drop={"cxr": rows})
+    assert np.array_equal(p_flag, p_drop)
+    w = fitted.gate_weights(hidden)
+    c_cols = [i for i, n in enumerate(fitted.expert_names) if "C" in n]
+    assert w.shape == (len(table), len(fitted.expert_names))
+    assert (w[rows][:, c_cols] == 0).all()
+    some = hidden[["has_ehr", "has_notes", "has_cxr"]].any(axis=1).to_numpy()
+    assert np.allclose(w[some].sum(1), 1.0, atol=1e-5)
+    assert (w[~some] == 0).all()  # a stay with nothing is routed nowhere (head bias only)
+
+
+def test_single_expert_ablation_has_one_expert(toy):
+    m = moe.fit(toy[0], "mortality", {**FAST, "max_epochs": 1, "single_expert": True})
+    assert m.expert_names == ["E+N+C"]
+    assert np.allclose(m.gate_weights(toy[0]), 1.0)
+
+
+def test_unused_frame_columns_are_ignored(toy, fitted):
+    extra = toy[0].assign(something_else=pd.Series(range(len(toy[0]))))
+    assert np.array_equal(fitted.predict_proba(extra), fitted.predict_proba(toy[0]))
