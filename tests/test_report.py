@@ -22,7 +22,7 @@ TASK = "mortality"
 
 @pytest.fixture(scope="module")
 def toy() -> tuple[pd.DataFrame, pd.DataFrame]:
-    table, truth = make_table(n=700, seed=3, dims={"ehr": 8, "notes": 8, "cxr": 8},
+    table, truth = make_table(n=600, seed=3, dims={"ehr": 8, "notes": 8, "cxr": 8},
                               oracle_samples=8)
     # distinctive ids (8 digits), so the report's text can be searched for them
     ids = {int(s): 31_000_017 + 7 * i for i, s in enumerate(table["stay_id"])}
@@ -97,27 +97,39 @@ def test_pattern_and_gate_tables(toy, fitted):
     assert np.allclose(w.sum(axis=1), 1.0, atol=1e-4)
 
 
-def _write_fixture(root: Path, table: pd.DataFrame, fitted) -> list[str]:
+def _write_fixture(root: Path, table: pd.DataFrame, fitted) -> None:
     models = root / "models" / TASK
     write_outputs(models, fitted[0], table, TASK, n_boot=20)
-    names = ["moe", "early_fusion", "ehr_only", "moe_single_expert"]
     write_outputs(models / "baselines" / "early_fusion", fitted[1], table, TASK, n_boot=20)
     write_outputs(models / "baselines" / "ehr_only",
                   moe.fit_baseline(table, TASK, "ehr_only", QUICK), table, TASK, n_boot=20)
     write_outputs(models / "baselines" / "moe_single_expert",
                   fit_ablation(table, TASK, "moe_single_expert", QUICK), table, TASK, n_boot=20)
     table.to_parquet(root / "multimodal_dataset.parquet", index=False)
-    return names
 
 
-def test_build_report_writes_markdown_and_pngs(tmp_path, toy, fitted):
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, toy, fitted) -> Path:
+    """A $MOE_DATA_DIR in the assets' layout: mortality's MoE, two baselines, one ablation."""
+    root = tmp_path_factory.mktemp("data")
+    table, truth = toy
+    _write_fixture(root, table, fitted)
+    truth_path = root / "demo" / "truth.parquet"
+    truth_path.parent.mkdir()
+    truth[["stay_id", "p_mortality", "p_long_los", "p_readmission"]].to_parquet(truth_path)
+    return root
+
+
+NAMES = ["moe", "early_fusion", "ehr_only", "moe_single_expert"]
+
+
+def test_build_report_writes_markdown_and_pngs(data_dir, toy):
     from moe.report import build_report
 
     table, truth = toy
-    names = _write_fixture(tmp_path, table, fitted)
+    tmp_path = data_dir
+    names = NAMES
     truth_path = tmp_path / "demo" / "truth.parquet"
-    truth_path.parent.mkdir()
-    truth[["stay_id", "p_mortality", "p_long_los", "p_readmission"]].to_parquet(truth_path)
     rep = build_report(tmp_path, tasks=("mortality", "long_los"), truth_path=truth_path,
                        cxr_weights="random (NOT pretrained — demo only)", n_boot=30,
                        fractions=(0.0, 0.5, 1.0))
@@ -143,3 +155,30 @@ def test_build_report_writes_markdown_and_pngs(tmp_path, toy, fitted):
     test = table[(table.split == "test") & table[TASK].notna()]
     p_true = truth.set_index("stay_id").loc[test.stay_id, "p_mortality"]
     assert orc == pytest.approx(auroc(test[TASK].astype(float), p_true))
+
+
+def test_moe_report_asset_metadata(data_dir, toy):
+    """The Dagster asset on the same folder: report.md written, metadata has the headline
+    table and embedded figures, and only metrics/counts/paths (no ids)."""
+    from dagster import materialize
+
+    from assets.report import moe_report
+    from pipelines.resources import ProjectResource
+
+    res = materialize(
+        [moe_report],
+        resources={"project": ProjectResource(data_dir=str(data_dir))},
+        run_config={"ops": {"moe_report": {"config": {"n_boot": 20, "fractions": [0.0, 1.0]}}}},
+    )
+    assert res.success
+    meta = res.asset_materializations_for_node("moe_report")[0].metadata
+    table_md = meta["mortality: test metrics"].value
+    for name in [*NAMES, "oracle"]:
+        assert name in table_md
+    assert "data:image/png;base64," in meta["mortality: figures"].value
+    assert 0.0 <= meta["mortality: moe AUROC"].value <= 1.0
+    assert (data_dir / "reports" / "report.md").is_file()
+    # no cxr_embeddings materialization on this instance: the report says where to look
+    assert "see cxr_embeddings metadata" in (data_dir / "reports" / "report.md").read_text()
+    text = " ".join(str(v.value) for k, v in meta.items() if k != "mortality: figures")
+    assert not {str(s) for s in toy[0]["stay_id"]} & set(re.findall(r"\d+", text))

@@ -1,0 +1,121 @@
+"""`moe_report`: the comparison report over the three tasks (thin: `moe.report` does it).
+
+Writes `$MOE_DATA_DIR/reports/report.md`, PNG figures beside it and `summary.json`; the
+headline table per task and the key figures (small base64 PNGs) go into the Dagster
+metadata as Markdown. Metadata holds metrics, counts and plots only.
+"""
+
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from pipelines.resources import ProjectResource
+
+TASKS = ("mortality", "long_los", "readmission")
+DEPS = [
+    *(AssetKey(f"moe_{t}") for t in TASKS),
+    *(AssetKey(f"baselines_{t}") for t in TASKS),
+    AssetKey("multimodal_dataset"),
+]
+KEY_FIGURES = ("robustness", "gates", "roc")
+
+
+class ReportConfig(Config):
+    n_boot: int = Field(default=1000, description="Bootstrap resamples for intervals and paired tests.")
+    fractions: list[float] = Field(
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        description="Shares of the test stays with a modality that get it removed (robustness).",
+    )
+    refit_early_fusion: bool = Field(
+        default=True,
+        description="Refit early fusion (MoE's settings, cheap) for its robustness curves; "
+        "the baselines asset stores predictions, not the fitted baseline.",
+    )
+    device: str = Field(default="cpu", description="Device for loading/refitting models.")
+    figure_px: int = Field(default=360, description="Longest side of figures embedded in metadata.")
+
+
+def _cxr_weights(context: AssetExecutionContext) -> str | None:
+    """`cxr_weights` as recorded by the latest `cxr_embeddings` materialization, if any."""
+    try:
+        ev = context.instance.get_latest_materialization_event(AssetKey("cxr_embeddings"))
+    except Exception:  # noqa: BLE001 - an instance without event storage: say we don't know
+        return None
+    mat = ev.asset_materialization if ev is not None else None
+    if mat is None or "cxr_weights" not in mat.metadata:
+        return None
+    return str(mat.metadata["cxr_weights"].value)
+
+
+@asset(
+    deps=DEPS,
+    group_name="report",
+    kinds={"matplotlib", "markdown"},
+    description=(
+        "Comparison report: per task, MoE vs every baseline and ablation (AUROC, AUPRC with "
+        "95% bootstrap CIs, F1 at the val threshold, Brier, ECE), paired bootstrap against "
+        "the best baseline, metrics by availability pattern, robustness curves, gate "
+        "heatmaps, subgroup AUROC, ROC/calibration curves and a model card; on demo data the "
+        "oracle (truth) row. Writes $MOE_DATA_DIR/reports/report.md + PNGs."
+    ),
+)
+def moe_report(
+    context: AssetExecutionContext, config: ReportConfig, project: ProjectResource
+) -> MaterializeResult:
+    from moe.plots import png_data_uri
+    from moe.report import build_report, headline_markdown
+
+    paths = project.paths()
+    if not paths.table("multimodal_dataset").exists():
+        raise Failure(
+            description=f"{paths.table('multimodal_dataset')} does not exist: materialize "
+            "the upstream assets first: dagster asset materialize -m pipelines.definitions "
+            "--select '*moe_report' (or run `make demo`)."
+        )
+    rep = build_report(
+        paths.data_dir,
+        truth_path=paths.truth_path if paths.is_demo else None,
+        is_demo=paths.is_demo,
+        cxr_weights=_cxr_weights(context),
+        n_boot=config.n_boot,
+        fractions=config.fractions,
+        refit_early_fusion=config.refit_early_fusion,
+        device=config.device,
+        log=context.log.info,
+    )
+    if not rep.tasks:
+        raise Failure(
+            description=f"No MoE predictions under {paths.data_dir / 'models'}: materialize "
+            "moe_<task> and baselines_<task> first."
+        )
+    meta: dict[str, Any] = {
+        "report": MetadataValue.path(str(rep.path)),
+        "tasks": len(rep.tasks),
+        "figures": len(rep.figures),
+    }
+    for task, res in rep.tasks.items():
+        head = {str(r["model"]): r for r in res.headline.to_dict(orient="records")}
+        meta[f"{task}: test metrics"] = MetadataValue.md(headline_markdown(res.headline))
+        meta[f"{task}: moe AUROC"] = MetadataValue.float(float(head["moe"]["auroc"]))
+        if "oracle" in head:
+            meta[f"{task}: oracle AUROC"] = MetadataValue.float(float(head["oracle"]["auroc"]))
+        if res.vs_best is not None:
+            meta[f"{task}: moe - best baseline AUROC"] = MetadataValue.float(float(res.vs_best["diff"]))
+            meta[f"{task}: paired p-value"] = MetadataValue.float(float(res.vs_best["p"]))
+        imgs = [
+            f"![{task} {k}]({png_data_uri(res.figures[k], config.figure_px)})"
+            for k in KEY_FIGURES
+            if k in res.figures
+        ]
+        if imgs:
+            meta[f"{task}: figures"] = MetadataValue.md("\n\n".join(imgs))
+    return MaterializeResult(metadata=meta)
