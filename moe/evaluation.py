@@ -240,8 +240,9 @@ def subgroup_table(preds: Mapping[str, pd.DataFrame], table: Table) -> pd.DataFr
             "age": band.reindex(t["stay_id"].to_numpy()).fillna("unknown").astype(str).to_numpy(),
         }
         y, p = t["y_true"].to_numpy(float), t["y_prob"].to_numpy(float)
+        order = {label: i for i, (_, _, label) in enumerate(AGE_BANDS)}
         for gname, lab in groups.items():
-            for sub in sorted(set(lab)):
+            for sub in sorted(set(lab), key=lambda v: (order.get(v, len(order)), v)):
                 s = lab == sub
                 rows.append({"model": name, "group": gname, "subgroup": sub, "n": int(s.sum()),
                              "n_pos": int((y[s] == 1).sum()), "auroc": auroc(y[s], p[s])})

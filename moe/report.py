@@ -187,19 +187,25 @@ def headline_markdown(headline: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _p(p: Any) -> str:
+    v = float(p)
+    return "n/a" if not np.isfinite(v) else ("< 0.001" if v < 0.001 else f"= {v:.3f}")
+
+
 def comparison_sentence(c: dict[str, Any] | None, a: str, b: str, where: str = "") -> str:
     if c is None:
         return f"No {b} to compare with."
     verdict = {"no difference": "no difference", "a better": f"{a} better",
                "b better": f"{b} better"}[c["verdict"]]
     return (f"{a} − {b}{where}: ΔAUROC = {_f(c['diff'])} [95% CI {_f(c['lo'])}, "
-            f"{_f(c['hi'])}], p = {_f(c['p'])}, n = {c['n']} → **{verdict}**.")
+            f"{_f(c['hi'])}], p {_p(c['p'])}, n = {c['n']} → **{verdict}**.")
 
 
 def pattern_markdown(patterns: pd.DataFrame, metric: str = "auroc") -> str:
     if patterns.empty:
         return "_no test stays_"
-    wide = patterns.pivot_table(index="pattern", columns="model", values=metric, sort=False)
+    wide = patterns.pivot_table(index="pattern", columns="model", values=metric, sort=False,
+                                dropna=False)
     info = patterns[patterns.model == "moe"].set_index("pattern")[["n", "prevalence"]]
     models = [m for m in patterns["model"].unique()]
     lines = ["| pattern | n | prevalence | " + " | ".join(models) + " |",
@@ -414,7 +420,7 @@ def build_report(
         "# MoE-Health report", "",
         f"Data: {'synthetic demo (known truth)' if demo else 'MIMIC-IV'}. Tasks: "
         + (", ".join(results) or "none") + f". Bootstrap resamples: {n_boot}.", "",
-        f"CXR features: {note}", "",
+        f"Features: {note}", "",
         "Models: `moe` (availability-aware mixture of experts), baselines (`ehr_only`, "
         "`notes_only`, `cxr_only`, `early_fusion`, `late_fusion`, `gbm`) and MoE ablations "
         "(`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`), all on the same splits.",
