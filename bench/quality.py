@@ -59,39 +59,65 @@ def materialize(data_dir: Path, stays: int, seed: int, device: str) -> None:
     """Build `<data_dir>/multimodal_dataset.parquet` with the Dagster CLI (subprocess)."""
     wanted = {"stays": stays, "seed": seed}
     marker = data_dir / MARKER
-    if (data_dir / "multimodal_dataset.parquet").is_file() and marker.is_file() \
-            and json.loads(marker.read_text()) == wanted:
+    if (
+        (data_dir / "multimodal_dataset.parquet").is_file()
+        and marker.is_file()
+        and json.loads(marker.read_text()) == wanted
+    ):
         log(f"seed {seed}: dataset already built in {data_dir}; reused")
         return
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.update({
-        "MOE_DATA_DIR": str(data_dir),
-        "MOE_DEMO_STAYS": str(stays),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME": "pipelines.definitions",
-        # the step subprocesses must import the project's packages from the checkout
-        "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-    })
+    env.update(
+        {
+            "MOE_DATA_DIR": str(data_dir),
+            "MOE_DEMO_STAYS": str(stays),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "DAGSTER_CLI_ASSET_MATERIALIZE_MODULE_NAME": "pipelines.definitions",
+            # the step subprocesses must import the project's packages from the checkout
+            "PYTHONPATH": os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            ),
+        }
+    )
     env.pop("MOE_MIMIC_ROOT", None)
-    run_config = {"ops": {
-        "mimic_raw": {"config": {"demo_stays": stays, "demo_seed": seed}},
-        "note_embeddings": {"config": {"device": device}},
-        "cxr_embeddings": {"config": {"device": device}},
-    }}
-    cmd = [_dagster_bin(), "asset", "materialize", "-m", "pipelines.definitions",
-           "--select", "*multimodal_dataset", "--config-json", json.dumps(run_config)]
+    run_config = {
+        "ops": {
+            "mimic_raw": {"config": {"demo_stays": stays, "demo_seed": seed}},
+            "note_embeddings": {"config": {"device": device}},
+            "cxr_embeddings": {"config": {"device": device}},
+        }
+    }
+    cmd = [
+        _dagster_bin(),
+        "asset",
+        "materialize",
+        "-m",
+        "pipelines.definitions",
+        "--select",
+        "*multimodal_dataset",
+        "--config-json",
+        json.dumps(run_config),
+    ]
     log(f"seed {seed}: materializing *multimodal_dataset ({stays} stays) into {data_dir}")
     t0 = time.perf_counter()
     with open(data_dir / "materialize.log", "w") as fh:
-        p = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+        p = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         assert p.stdout is not None
         for line in p.stdout:
             fh.write(line)
             if any(k in line for k in ("STEP_SUCCESS", "STEP_FAILURE", "RUN_FAILURE")) or (
-                    " - INFO - " in line and ("notes bucket" in line or "cxr " in line)):
+                " - INFO - " in line and ("notes bucket" in line or "cxr " in line)
+            ):
                 log(f"seed {seed}: " + line.split(" - ")[-1].strip()[:160])
         rc = p.wait()
     if rc != 0 or not (data_dir / "multimodal_dataset.parquet").is_file():
@@ -100,8 +126,9 @@ def materialize(data_dir: Path, stays: int, seed: int, device: str) -> None:
     log(f"seed {seed}: dataset built in {time.perf_counter() - t0:.0f} s")
 
 
-def evaluate_seed(data_dir: Path, seed: int, device: str, n_boot: int, ablations: bool,
-                  threads: int) -> dict[str, Any]:
+def evaluate_seed(
+    data_dir: Path, seed: int, device: str, n_boot: int, ablations: bool, threads: int
+) -> dict[str, Any]:
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -126,11 +153,18 @@ def evaluate_seed(data_dir: Path, seed: int, device: str, n_boot: int, ablations
                 models[name] = fit_ablation(table, task, name, cfg)
                 log(f"seed {seed} {task}: {name} fitted ({time.perf_counter() - t0:.0f} s)")
         preds = {k: predictions(m, table, task) for k, m in models.items()}
-        res = evaluate_task(table, task, preds, models["moe"], models["early_fusion"], truth,
-                            n_boot=n_boot, seed=seed)
+        res = evaluate_task(
+            table,
+            task,
+            preds,
+            models["moe"],
+            models["early_fusion"],
+            truth,
+            n_boot=n_boot,
+            seed=seed,
+        )
         auroc = {str(r["model"]): float(r["auroc"]) for r in res.headline.to_dict("records")}
-        vs = {k: paired_comparison(preds["moe"], preds[k], n_boot=n_boot, seed=seed)
-              for k in KINDS}
+        vs = {k: paired_comparison(preds["moe"], preds[k], n_boot=n_boot, seed=seed) for k in KINDS}
         ef_miss = res.vs_early_fusion_missing or {}
         drops = {label: curve_drop(c) for label, c in res.robustness.items()}
         out[task] = {
@@ -138,14 +172,20 @@ def evaluate_seed(data_dir: Path, seed: int, device: str, n_boot: int, ablations
             "auroc": {k: v for k, v in auroc.items() if k != "oracle"},
             "baselines_better": [k for k, c in vs.items() if c["verdict"] == "b better"],
             "vs_baseline_diff": {k: c["diff"] for k, c in vs.items()},
-            "vs_early_fusion_missing": {"diff": ef_miss.get("diff"), "lo": ef_miss.get("lo"),
-                                        "hi": ef_miss.get("hi"), "n": ef_miss.get("n")},
+            "vs_early_fusion_missing": {
+                "diff": ef_miss.get("diff"),
+                "lo": ef_miss.get("lo"),
+                "hi": ef_miss.get("hi"),
+                "n": ef_miss.get("n"),
+            },
             "robustness_drop": drops,
             "n_test": int(res.card["n_test"]),
         }
-        log(f"seed {seed} {task}: oracle {out[task]['oracle']:.3f}, moe {auroc['moe']:.3f}, "
+        log(
+            f"seed {seed} {task}: oracle {out[task]['oracle']:.3f}, moe {auroc['moe']:.3f}, "
             f"best baseline {res.best_baseline} {auroc.get(res.best_baseline or '', float('nan')):.3f}"
-            f" ({time.perf_counter() - t0:.0f} s)")
+            f" ({time.perf_counter() - t0:.0f} s)"
+        )
     return out
 
 
@@ -175,16 +215,26 @@ def summarise(per_seed: dict[int, dict[str, Any]]) -> tuple[list[str], dict[str,
         better = sorted({b for r in runs for b in r["baselines_better"]})
         ef = _ms([r["vs_early_fusion_missing"]["diff"] for r in runs])
         mods = sorted({k.split(": ")[1] for k in runs[0]["robustness_drop"]})
-        rob = {m: {"moe": _ms([r["robustness_drop"].get(f"moe: {m}") for r in runs]),
-                   "early_fusion": _ms([r["robustness_drop"].get(f"early_fusion: {m}")
-                                        for r in runs])} for m in mods}
+        rob = {
+            m: {
+                "moe": _ms([r["robustness_drop"].get(f"moe: {m}") for r in runs]),
+                "early_fusion": _ms([r["robustness_drop"].get(f"early_fusion: {m}") for r in runs]),
+            }
+            for m in mods
+        }
         lines.append(f"  oracle - moe = {gap:.3f} (goal <= {GOAL_ORACLE_GAP})")
-        lines.append("  baselines better than moe beyond paired-bootstrap noise (any seed): "
-                     + (", ".join(better) or "none"))
-        lines.append(f"  moe - early_fusion on stays missing a modality: {ef[0]:+.3f} ± {ef[1]:.3f}")
+        lines.append(
+            "  baselines better than moe beyond paired-bootstrap noise (any seed): "
+            + (", ".join(better) or "none")
+        )
+        lines.append(
+            f"  moe - early_fusion on stays missing a modality: {ef[0]:+.3f} ± {ef[1]:.3f}"
+        )
         for m, d in rob.items():
-            lines.append(f"  AUROC lost removing {m} from all stays: moe {d['moe'][0]:.3f}, "
-                         f"early_fusion {d['early_fusion'][0]:.3f}")
+            lines.append(
+                f"  AUROC lost removing {m} from all stays: moe {d['moe'][0]:.3f}, "
+                f"early_fusion {d['early_fusion'][0]:.3f}"
+            )
         g = {
             "oracle_gap": bool(gap <= GOAL_ORACLE_GAP),
             "no_baseline_better": not better,
@@ -209,8 +259,9 @@ def summarise(per_seed: dict[int, dict[str, Any]]) -> tuple[list[str], dict[str,
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stays", type=int, default=20000, help="synthetic ICU stays per seed")
-    ap.add_argument("--seeds", default="0,1,2",
-                    help="comma-separated seeds, or a count N meaning 0..N-1")
+    ap.add_argument(
+        "--seeds", default="0,1,2", help="comma-separated seeds, or a count N meaning 0..N-1"
+    )
     ap.add_argument("--workdir", default="bench_quality", help="one seed<S>/ data folder each")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     ap.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples")
@@ -218,8 +269,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ablations", action="store_true", help="also fit the MoE ablations")
     ap.add_argument("--json", default="", help="also write the JSON summary to this file")
     args = ap.parse_args(argv)
-    seeds = ([int(s) for s in args.seeds.split(",") if s] if "," in args.seeds
-             else list(range(int(args.seeds))))
+    seeds = (
+        [int(s) for s in args.seeds.split(",") if s]
+        if "," in args.seeds
+        else list(range(int(args.seeds)))
+    )
     work = Path(args.workdir).resolve()
     per_seed: dict[int, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -229,7 +283,9 @@ def main(argv: list[str] | None = None) -> None:
         per_seed[s] = evaluate_seed(d, s, args.device, args.n_boot, args.ablations, args.threads)
         (d / "quality.json").write_text(json.dumps(per_seed[s], indent=2, default=float))
     lines, js = summarise(per_seed)
-    js.update({"stays": args.stays, "n_boot": args.n_boot, "seconds": round(time.perf_counter() - t0)})
+    js.update(
+        {"stays": args.stays, "n_boot": args.n_boot, "seconds": round(time.perf_counter() - t0)}
+    )
     print(f"Quality on synthetic data: {args.stays} stays, seeds {seeds} (AUROC, mean ± sd)")
     print("\n".join(lines))
     text = json.dumps(js, default=float, allow_nan=True)
