@@ -11,6 +11,7 @@ the columns that the staged table has, and write them out.
   no Parquet: this favours it).
 - `pandas`: `pd.read_csv(chunksize=1_000_000, usecols=...)`, filter, parse the two
   timestamps, append each chunk to one Parquet file (pyarrow `ParquetWriter`).
+- `duckdb_isal`, `duckdb_arrow`: candidate speed-ups of our path (`bench.variants`).
 """
 
 from __future__ import annotations
@@ -83,9 +84,21 @@ def run_duckdb(src: Path, out: Path, threads: int, memory_limit: str) -> int:
     return int(info["rows"])
 
 
+def run_variant(name: str, src: Path, out: Path, threads: int, memory_limit: str) -> int:
+    from bench.variants import VARIANTS
+
+    fn = VARIANTS["isal_plain" if name == "isal" else "arrow_stream"]
+    out.mkdir(parents=True, exist_ok=True)
+    info = fn("chartevents", src.parent.parent, out, threads=threads, memory_limit=memory_limit)
+    print(json.dumps(info), file=sys.stderr)
+    return int(info["rows"])
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("name", choices=["duckdb", "rowreader", "pandas"])
+    ap.add_argument(
+        "name", choices=["duckdb", "rowreader", "pandas", "duckdb_isal", "duckdb_arrow"]
+    )
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--threads", type=int, default=0)
@@ -95,8 +108,10 @@ def main(argv: list[str] | None = None) -> None:
         n = run_rowreader(a.src, a.out)
     elif a.name == "pandas":
         n = run_pandas(a.src, a.out)
-    else:
+    elif a.name == "duckdb":
         n = run_duckdb(a.src, a.out, a.threads, a.memory_limit)
+    else:
+        n = run_variant(a.name.removeprefix("duckdb_"), a.src, a.out, a.threads, a.memory_limit)
     print(json.dumps({"rows": n}))
 
 

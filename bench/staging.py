@@ -15,7 +15,11 @@ from bench.chartgen import cached_chartevents
 from bench.proc import Measurement, python_cmd, run_measured
 
 CONTENDERS = ["zcat", "duckdb", "pandas", "rowreader"]
+# candidate changes to our staging path, measured beside it (see bench/variants.py)
+CANDIDATES = ["duckdb_isal", "duckdb_arrow"]
 LABELS = {
+    "duckdb_isal": "candidate: ISA-L gunzip to scratch .csv, then our staging",
+    "duckdb_arrow": "candidate: ISA-L thread -> pyarrow CSV -> DuckDB, same SQL",
     "zcat": "`zcat file > /dev/null` (floor)",
     "duckdb": "MoE-Health staging (DuckDB -> Parquet)",
     "pandas": "pandas read_csv chunks + usecols -> Parquet",
@@ -59,7 +63,12 @@ def _one(contender: str, src: Path, out: Path, timeout: float) -> tuple[Measurem
 
 
 def run_staging(
-    workdir: Path, sizes: list[int], repeats: int = 1, timeout: float = 1800, log=print
+    workdir: Path,
+    sizes: list[int],
+    repeats: int = 1,
+    timeout: float = 1800,
+    log=print,
+    candidates: bool = True,
 ) -> dict[str, Any]:
     """Every contender on every size; best-of-`repeats` wall time, max peak RSS."""
     runs: list[Run] = []
@@ -68,7 +77,7 @@ def run_staging(
         log(f"  chartevents {rows:,} rows: {src} ({summary['bytes'] / 2**20:.0f} MiB gz)")
         out_root = workdir / "out"
         out_root.mkdir(parents=True, exist_ok=True)
-        for contender in CONTENDERS:
+        for contender in CONTENDERS + (CANDIDATES if candidates else []):
             walls: list[float] = []
             peaks: list[float] = []
             inners: list[float] = []
@@ -108,8 +117,9 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
     sizes = sorted({r.rows for r in runs})
     big = sizes[-1]
     d = by[("duckdb", big)]
+    present = [c for c in CONTENDERS + CANDIDATES if (c, big) in by]
     scaling: dict[str, Any] = {}
-    for c in CONTENDERS:
+    for c in present:
         xs = [float(n) for n in sizes]
         a_t, b_t = _fit(xs, [by[(c, n)].wall_s for n in sizes])
         a_m, b_m = _fit(xs, [by[(c, n)].peak_rss_mb for n in sizes])
@@ -120,7 +130,13 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
             "rss_intercept_mb": a_m,
         }
     sd = scaling["duckdb"]
-    per_row = sd["s_per_million_rows"] / 1e6 if len(sizes) > 1 else d.wall_s / big
+
+    def rate(c: str) -> float:
+        """Seconds per row: the slope, or (one size, or a noisy negative slope) the mean."""
+        slope = scaling[c]["s_per_million_rows"] / 1e6
+        return slope if len(sizes) > 1 and slope > 0 else by[(c, big)].wall_s / big
+
+    per_row = rate("duckdb")
     extrap = {t: n * per_row for t, n in REAL_ROWS.items()}
     cores = os.cpu_count() or 1
     return {
@@ -137,6 +153,16 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
         "extrapolated_real_mimic_s": extrap,
         "extrapolated_real_mimic_total_min": sum(extrap.values()) / 60,
         "cores": cores,
+        "candidates": {
+            c: {
+                "vs_current_speedup": d.wall_s / by[(c, big)].wall_s,
+                "vs_zcat_ratio": by[(c, big)].wall_s / by[("zcat", big)].wall_s,
+                "peak_rss_mb": max(by[(c, n)].peak_rss_mb for n in sizes),
+                "extrapolated_real_mimic_total_min": sum(REAL_ROWS.values()) * rate(c) / 60,
+            }
+            for c in CANDIDATES
+            if (c, big) in by
+        },
     }
 
 
@@ -147,9 +173,10 @@ def markdown(res: dict[str, Any]) -> str:
         "| rows | contender | seconds | M rows/s | peak RSS (MB) | vs ours |",
         "|---:|---|---:|---:|---:|---:|",
     ]
+    present = [c for c in CONTENDERS + CANDIDATES if (c, sizes[-1]) in by]
     for n in sizes:
         ours = by[("duckdb", n)]["wall_s"]
-        for c in CONTENDERS:
+        for c in present:
             r = by[(c, n)]
             lines.append(
                 f"| {n:,} | {LABELS[c]} | {r['wall_s']:.2f} | {r['rows_per_s'] / 1e6:.2f} | "
@@ -160,7 +187,7 @@ def markdown(res: dict[str, Any]) -> str:
         "| contender | s per million rows (slope) | peak RSS MB per million rows (slope) |"
     )
     lines.append("|---|---:|---:|")
-    for c in CONTENDERS:
+    for c in present:
         s = res["scaling"][c]
         lines.append(
             f"| {c} | {s['s_per_million_rows']:.3f} | {s['rss_mb_per_million_rows']:.1f} |"
