@@ -381,6 +381,13 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def duckdb_message(err: BaseException) -> str:
+    """DuckDB's error without the raw line it quotes (it may hold note text or patient data)."""
+    head = str(err).split("Original Line:", 1)[0].strip()
+    hint = " invalid UTF-8 bytes;" if "unicode" in str(err).lower() else ""
+    return f"{type(err).__name__}: {head}{hint} offending line withheld, it may hold patient data"
+
+
 def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None) -> None:
     """`raw_<name>`: the raw file as all-VARCHAR columns (parsed with explicit types and
     formats in the staging SQL), or an empty table with the same columns when absent."""
@@ -389,11 +396,15 @@ def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None)
         cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {_ident(c)}" for c in table.columns)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {cols} WHERE false")
         return
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
-        "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
-        "compression = 'auto', null_padding = true)"
-    )
+    big = ", max_line_size = 16777216, buffer_size = 33554432" if table.module == "note" else ""
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
+            "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
+            f"compression = 'auto', null_padding = true{big})"
+        )
+    except duckdb.Error as err:
+        raise RawInputError(f"{path}: DuckDB could not read it ({duckdb_message(err)}).") from err
 
 
 def parquet_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
@@ -477,7 +488,7 @@ def stage_table(
         except duckdb.Error as err:
             where = source if source is not None else sql_name
             raise RawInputError(
-                f"{where}: DuckDB could not read it ({type(err).__name__}: {err}). A gzip or "
+                f"{where}: DuckDB could not read it ({duckdb_message(err)}). A gzip or "
                 f"CSV error means the file is corrupt or truncated: check it with `gzip -t` "
                 f"and download it again from PhysioNet. No output was replaced."
             ) from err
