@@ -404,7 +404,11 @@ def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None)
             f"compression = 'auto', null_padding = true{big})"
         )
     except duckdb.Error as err:
-        raise RawInputError(f"{path}: DuckDB could not read it ({duckdb_message(err)}).") from err
+        raise RawInputError(
+            f"{path}: DuckDB could not read it ({duckdb_message(err)}). The file is probably "
+            "corrupt, truncated or not UTF-8: check it (`gzip -t`, `iconv -f utf-8 -t utf-8`) "
+            "and download it again from PhysioNet. No output was replaced."
+        ) from err
 
 
 def parquet_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
