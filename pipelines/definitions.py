@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dagster import (
+    AssetsDefinition,
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
@@ -48,7 +49,7 @@ _assets = map_asset_specs(
     lambda spec: spec.replace_attributes(automation_condition=follow_upstream())
     if spec.group_name in DOWNSTREAM_GROUPS
     else spec,
-    load_assets_from_modules(_modules),
+    [a for a in load_assets_from_modules(_modules) if isinstance(a, AssetsDefinition)],
 )
 
 defs = Definitions(
