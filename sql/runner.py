@@ -385,7 +385,7 @@ def duckdb_message(err: BaseException) -> str:
     """DuckDB's error without the raw line it quotes (it may hold note text or patient data)."""
     head = str(err).split("Original Line:", 1)[0].strip()
     hint = " invalid UTF-8 bytes;" if "unicode" in str(err).lower() else ""
-    return f"{type(err).__name__}: {head}{hint} offending line withheld, it may hold patient data"
+    return f"{type(err).__name__}: {head};{hint} offending line withheld, it may hold patient data"
 
 
 def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None) -> None:
@@ -490,6 +490,12 @@ def stage_table(
         try:
             con.execute(f"COPY ({load_sql(sql_name)}) TO {_lit(str(scratch))} (FORMAT parquet)")
         except duckdb.Error as err:
+            if "Could not write" in str(err) or "No space left" in str(err):
+                raise OSError(
+                    f"Cannot write {out.parent} ({duckdb_message(err)}): the disk is full or the "
+                    "folder is not writable. Free space or point MOE_DATA_DIR (and "
+                    "MOE_DUCKDB_TEMP_DIR) elsewhere. No output was replaced."
+                ) from err
             where = source if source is not None else sql_name
             raise RawInputError(
                 f"{where}: DuckDB could not read it ({duckdb_message(err)}). A gzip or "
