@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,10 +134,8 @@ def run_cli(data_dir: Path, home: Path, timeout: float = 900, **kw: Any) -> tupl
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL the run and every process it started (its session's process group)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     proc.wait(timeout=60)
 
 
@@ -174,7 +173,9 @@ def read_table(path: Path) -> pd.DataFrame:
     df = pq.read_table(path).to_pandas()
     for col in df.columns:  # list<float> columns -> tuples so that frames compare
         if df[col].dtype == object:
-            df[col] = df[col].map(lambda v: tuple(v) if hasattr(v, "__len__") and not isinstance(v, str) else v)
+            df[col] = df[col].map(
+                lambda v: tuple(v) if hasattr(v, "__len__") and not isinstance(v, str) else v
+            )
     return df.reset_index(drop=True)
 
 
@@ -194,7 +195,11 @@ def assert_same_outputs(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a.keys() == b.keys()
     for name in a:
         if isinstance(a[name], pd.DataFrame):
-            key = [c for c in ("stay_id", "note_id", "dicom_id", "subject_id", "hadm_id") if c in a[name].columns]
+            key = [
+                c
+                for c in ("stay_id", "note_id", "dicom_id", "subject_id", "hadm_id")
+                if c in a[name].columns
+            ]
             x, y = a[name], b[name]
             if key:
                 x = x.sort_values(key).reset_index(drop=True)

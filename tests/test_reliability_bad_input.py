@@ -57,7 +57,9 @@ def test_wrong_mimic_root_fails_mimic_raw_with_a_clear_message(tmp_path: Path, k
         root.write_text("not a folder")
     result = materialize(
         [mimic_raw],
-        resources={"project": ProjectResource(data_dir=str(tmp_path / "data"), mimic_root=str(root))},
+        resources={
+            "project": ProjectResource(data_dir=str(tmp_path / "data"), mimic_root=str(root))
+        },
         raise_on_error=False,
     )
     assert not result.success
@@ -169,7 +171,9 @@ def _with_note_text(tmp_path: Path, text: bytes, rows_before: int = 0) -> Path:
 
 
 @pytest.mark.parametrize("rows_before", [0, 400], ids=["near-header", "deep-in-file"])
-def test_invalid_utf8_in_a_note_is_clear_and_leaks_no_text(tmp_path: Path, rows_before: int) -> None:
+def test_invalid_utf8_in_a_note_is_clear_and_leaks_no_text(
+    tmp_path: Path, rows_before: int
+) -> None:
     raw = _with_note_text(tmp_path, CANARY.encode() + b" \xff\xfe broken", rows_before)
     try:
         res = build_staged("radiology", raw, tmp_path / "data", SETTINGS)
