@@ -18,6 +18,7 @@ splits, and the figures computed with `moe.report.evaluate_task` (the report's c
 - robustness: AUROC lost when a modality is removed from 100% of the test stays that
   have it, MoE vs early fusion.
 
+Each seed also gets `<workdir>/seed<S>/quality_report.md` (the report's tables, no figures).
 Progress goes to stderr (and each seed's Dagster log to `<workdir>/seed<S>/materialize.log`);
 stdout gets the per-task table (mean ± sd over seeds), the goals, and as its last line one
 JSON object with the figures. A seed whose `multimodal_dataset.parquet` was built with the
@@ -135,12 +136,13 @@ def evaluate_seed(
     import moe
     from moe.api import ABLATIONS, KINDS, fit_ablation, predictions
     from moe.evaluation import curve_drop, paired_comparison
-    from moe.report import evaluate_task
+    from moe.report import cxr_note_of, evaluate_task, task_markdown
 
     table = pq.read_table(data_dir / "multimodal_dataset.parquet")
     truth = pd.read_parquet(data_dir / "demo" / "truth.parquet")
     cfg: dict[str, Any] = {"seed": seed, "device": device, "threads": threads}
     out: dict[str, Any] = {}
+    sections = [f"# Quality run: seed {seed}, {table.num_rows} stays", ""]
     for task in TASKS:
         t0 = time.perf_counter()
         models: dict[str, Any] = {"moe": moe.fit(table, task, cfg)}
@@ -163,6 +165,8 @@ def evaluate_seed(
             n_boot=n_boot,
             seed=seed,
         )
+        # the bench leaves cxr_weights at its default: a randomly initialised DenseNet
+        sections.append(task_markdown(res, True, cxr_note_of("random", True), {}))
         auroc = {str(r["model"]): float(r["auroc"]) for r in res.headline.to_dict("records")}
         vs = {k: paired_comparison(preds["moe"], preds[k], n_boot=n_boot, seed=seed) for k in KINDS}
         ef_miss = res.vs_early_fusion_missing or {}
@@ -274,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         if "," in args.seeds
         else list(range(int(args.seeds)))
     )
+    if not seeds:
+        ap.error("--seeds: give a count N >= 1 (seeds 0..N-1) or a list such as 0,1,2")
     work = Path(args.workdir).resolve()
     per_seed: dict[int, dict[str, Any]] = {}
     t0 = time.perf_counter()
