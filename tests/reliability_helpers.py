@@ -186,7 +186,10 @@ def outputs_of(data_dir: Path, task: str = TASK) -> dict[str, Any]:
     cxr = sorted((data_dir / "cxr_embeddings").glob("*.parquet"))
     out["cxr_embeddings"] = {p.name: read_table(p) for p in cxr}
     model = data_dir / "models" / task
-    out["metrics"] = json.loads((model / "metrics.json").read_text())
+    metrics = json.loads((model / "metrics.json").read_text())
+    # wall-clock training time is the one field that may differ between identical runs
+    metrics.get("history", {}).pop("seconds", None)
+    out["metrics"] = metrics
     out["predictions"] = read_table(model / "predictions.parquet")
     return out
 
