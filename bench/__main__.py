@@ -36,7 +36,7 @@ SIZES = {
     "quick": [250_000, 1_000_000],
     "tiny": [20_000, 50_000],
 }
-DEMO_STAYS = {"full": 200, "quick": 80, "tiny": 30}
+DEMO_STAYS = {"full": 100, "quick": 80, "tiny": 30}
 # asset groups of the incremental benchmark ("" = the whole unpartitioned graph)
 INCREMENTAL_GROUPS = {
     "full": "",

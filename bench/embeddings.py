@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-SIZES = {"tiny": (4, 4), "quick": (48, 32), "full": (200, 128)}
+SIZES = {"tiny": (4, 4), "quick": (48, 32), "full": (160, 96)}
 NOTE_BATCHES = {"tiny": [4], "quick": [16, 64], "full": [16, 64, 128]}
 CXR_CONFIGS = {
     "tiny": [(4, 0)],
     "quick": [(16, 0), (16, 2)],
-    "full": [(16, 0), (16, 2), (32, 2), (8, 2)],
+    "full": [(16, 0), (16, 2), (32, 2)],
 }
 DEFAULT_NOTE_BATCH = 64  # NoteEmbeddingsConfig.batch_size
 DEFAULT_CXR = (16, 2)  # CxrEmbeddingsConfig.batch_size, num_workers
