@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from itertools import combinations
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -47,10 +47,12 @@ class MoEConfig:
     dropout: float = 0.1
     input_dropout: float = 0.0  # dropout on the standardised input vectors
     encoder_layers: int = 1  # 1: Linear -> GELU; 2: Linear -> GELU -> Linear
+    proj_dim: int = 0  # >0: inputs wider than this go through a fixed train-PCA projection
     # ablation switches
     availability_masking: bool = True
     modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
     single_expert: bool = False  # one expert over all modalities, no mixture
+    shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
     # training
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -107,22 +109,35 @@ def expert_names(subsets: list[tuple[str, ...]]) -> list[str]:
 
 
 class ModalityEncoder(nn.Module):
-    """Standardise with train statistics (buffers), then a small MLP to width W."""
+    """Standardise with train statistics (buffers), optionally project onto the top
+    `proj_dim` principal directions of the train vectors (a fixed buffer, for inputs wider
+    than `proj_dim`), then a small MLP to width W."""
 
     mean: Tensor
     std: Tensor
+    proj: Tensor
 
-    def __init__(self, d_in: int, width: int, dropout: float, input_dropout: float, layers: int):
+    def __init__(
+        self, d_in: int, width: int, dropout: float, input_dropout: float, layers: int,
+        proj_dim: int = 0,
+    ):
         super().__init__()
         self.register_buffer("mean", torch.zeros(d_in))
         self.register_buffer("std", torch.ones(d_in))
-        mods: list[nn.Module] = [nn.Dropout(input_dropout), nn.Linear(d_in, width), nn.GELU()]
+        self.projected = 0 < proj_dim < d_in
+        d = proj_dim if self.projected else d_in
+        if self.projected:
+            self.register_buffer("proj", torch.eye(d_in)[:, :proj_dim].clone())
+        mods: list[nn.Module] = [nn.Dropout(input_dropout), nn.Linear(d, width), nn.GELU()]
         if layers > 1:
             mods += [nn.Dropout(dropout), nn.Linear(width, width), nn.GELU()]
         self.net = nn.Sequential(*mods)
 
     def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
-        return self.net((x - self.mean) / self.std)
+        z = (x - self.mean) / self.std
+        if self.projected:
+            z = z @ self.proj
+        return self.net(z)
 
 
 class Expert(nn.Module):
@@ -131,6 +146,11 @@ class Expert(nn.Module):
         self.net = nn.Sequential(
             nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width)
         )
+
+    @property
+    def layers(self) -> tuple[nn.Linear, nn.Linear]:
+        """(first, second) linear layers, for the batched evaluation in `MoE.expert_outputs`."""
+        return cast(nn.Linear, self.net[0]), cast(nn.Linear, self.net[3])
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -198,7 +218,8 @@ class MoE(nn.Module):
         self.encoders = nn.ModuleDict(
             {
                 m: ModalityEncoder(
-                    self.dims[m], W, cfg.dropout, cfg.input_dropout, cfg.encoder_layers
+                    self.dims[m], W, cfg.dropout, cfg.input_dropout, cfg.encoder_layers,
+                    cfg.proj_dim,
                 )
                 for m in MODALITIES
             }
@@ -217,6 +238,10 @@ class MoE(nn.Module):
         # (E, 3) which modalities each expert needs
         need = torch.tensor([[m in s for m in MODALITIES] for s in self.subsets], dtype=torch.bool)
         self.register_buffer("need", need)
+        self.expert_drop = nn.Dropout(cfg.dropout)
+        self.shared: Expert | None = None
+        if cfg.shared_expert and not cfg.single_expert:
+            self.shared = Expert(len(MODALITIES) * W, cfg.expert_hidden, W, cfg.dropout)
         self.head = nn.Sequential(nn.LayerNorm(W), nn.Linear(W, 1))
         self.register_buffer("logit_offset", torch.zeros(()))
 
@@ -230,6 +255,12 @@ class MoE(nn.Module):
             enc.mean.copy_(mean)  # type: ignore[operator]
             enc.std.copy_(std)  # type: ignore[operator]
 
+    def set_projections(self, proj: dict[str, Tensor]) -> None:
+        for m, P in proj.items():
+            enc = self.encoders[m]
+            if enc.projected:  # type: ignore[union-attr]
+                enc.proj.copy_(P)  # type: ignore[operator]
+
     def eligibility(self, mask: Tensor) -> Tensor:
         """(n, E) bool: expert e is eligible iff every modality it needs is present."""
         if not self.masking:
@@ -237,6 +268,39 @@ class MoE(nn.Module):
         # expert needs m and m is absent -> ineligible
         lacks = self.need.unsqueeze(0) & ~mask.unsqueeze(1)  # (n, E, 3)
         return ~lacks.any(dim=2)
+
+    def expert_outputs(self, tok: Tensor) -> Tensor:
+        """(n, 3W) concatenated tokens -> (n, E, W): every expert in two matmuls.
+
+        Expert e's first layer reads only its subset's tokens: its weight blocks sit at those
+        tokens' positions of an otherwise zero (H, 3W) matrix (the zeros are constants, not
+        parameters), so one matmul runs all first layers and one batched matmul all second
+        layers. The same function as calling each `Expert` on the concat of its tokens."""
+        W, H = self.cfg.width, self.cfg.expert_hidden
+        zero = tok.new_zeros(H, W)
+        w1s: list[Tensor] = []
+        b1s: list[Tensor] = []
+        w2s: list[Tensor] = []
+        b2s: list[Tensor] = []
+        for e, s in zip(self.experts, self.subsets, strict=True):
+            lin1, lin2 = cast(Expert, e).layers
+            blocks: list[Tensor] = []
+            pos = 0
+            for m in MODALITIES:
+                if m in s:
+                    blocks.append(lin1.weight[:, pos : pos + W])
+                    pos += W
+                else:
+                    blocks.append(zero)
+            w1s.append(torch.cat(blocks, dim=1))
+            b1s.append(lin1.bias)
+            w2s.append(lin2.weight)
+            b2s.append(lin2.bias)
+        E = len(w1s)
+        h = torch.addmm(torch.cat(b1s), tok, torch.cat(w1s, dim=0).t())  # (n, E*H)
+        h = self.expert_drop(nn.functional.gelu(h)).view(-1, E, H).transpose(0, 1)  # (E, n, H)
+        out = torch.baddbmm(torch.stack(b2s).unsqueeze(1), h, torch.stack(w2s).transpose(1, 2))
+        return out.transpose(0, 1)  # (n, E, W)
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """x[m] (n, d_m), mask (n, 3) bool -> logits (n,), weights (n, E), balance (scalar)."""
@@ -251,11 +315,10 @@ class MoE(nn.Module):
         logits_g = self.gate(gate_in)  # (n, E)
         eligible = self.eligibility(mask)
         weights, probs, dispatch = route(logits_g, eligible, self.cfg.top_k)
-        outs = torch.stack(
-            [e(torch.cat([tokens[m] for m in s], dim=1)) for e, s in zip(self.experts, self.subsets, strict=True)],
-            dim=1,
-        )  # (n, E, W)
-        mixed = (weights.unsqueeze(2) * outs).sum(dim=1)  # (n, W)
+        tok = torch.cat([tokens[m] for m in MODALITIES], dim=1)  # (n, 3W)
+        mixed = (weights.unsqueeze(2) * self.expert_outputs(tok)).sum(dim=1)  # (n, W)
+        if self.shared is not None:
+            mixed = mixed + self.shared(tok)
         logits = self.head(mixed).squeeze(1) + self.logit_offset
         return {
             "logits": logits,

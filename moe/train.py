@@ -68,6 +68,31 @@ def input_stats(a: Arrays) -> dict[str, tuple[Tensor, Tensor]]:
     return out
 
 
+def pca_projections(
+    a: Arrays, stats: dict[str, tuple[Tensor, Tensor]], k: int
+) -> dict[str, Tensor]:
+    """Per modality wider than k: (d, k) top-k principal directions of the standardised
+    vectors of the rows that have it, scaled so the projected features have mean variance 1."""
+    out = {}
+    for j, m in enumerate(MODALITIES):
+        d = a.x[m].shape[1]
+        if not 0 < k < d:
+            continue
+        mean, std = (t.double().numpy() for t in stats[m])
+        v = (a.x[m][a.mask[:, j]].astype(np.float64) - mean) / std
+        if len(v) < 2:
+            out[m] = torch.eye(d)[:, :k].clone()
+            continue
+        cov = v.T @ v / (len(v) - 1)
+        val, vec = np.linalg.eigh(cov)
+        top = np.argsort(val)[::-1][:k]
+        vec = vec[:, top]
+        vec = vec * np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])  # deterministic signs
+        scale = np.sqrt(max(val[top].mean(), 1e-8))
+        out[m] = torch.from_numpy((vec / scale).astype(np.float32))
+    return out
+
+
 def modality_dropout(mask: Tensor, p: float, gen: torch.Generator) -> Tensor:
     """Hide each present modality with probability p, keeping at least one per row."""
     if p <= 0:
@@ -264,7 +289,10 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
     with torch_threads(cfg.threads):
         seed_everything(cfg.seed)
         module = MoE(a.dims(), cfg)
-        module.set_input_stats(input_stats(tr))
+        stats = input_stats(tr)
+        module.set_input_stats(stats)
+        if cfg.proj_dim > 0:
+            module.set_projections(pca_projections(tr, stats, cfg.proj_dim))
         module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
         if cfg.prior_correction:
             pw = pos_weight_of(tr.y, cfg.class_weight)

@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from pipelines.settings import ProjectPaths, project_paths
+from pipelines.settings import ProjectPaths, ensure_private_dir, project_paths
 
 
 class ProjectResource(ConfigurableResource):
@@ -20,8 +20,9 @@ class ProjectResource(ConfigurableResource):
     )
 
     def paths(self) -> ProjectPaths:
+        """The run's paths; creates the data folder owner-only (0700) if it is new."""
         return ProjectPaths(
-            data_dir=Path(self.data_dir).expanduser().resolve(),
+            data_dir=ensure_private_dir(Path(self.data_dir).expanduser().resolve()),
             mimic_root=Path(self.mimic_root).expanduser().resolve() if self.mimic_root else None,
         )
 

@@ -38,6 +38,18 @@ class ProjectPaths:
         return self.data_dir / "cache"
 
 
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` readable by its owner only (0700): it will hold staged note text.
+
+    An existing folder is left as the user set it up (a shared, access-controlled project
+    folder is their call); only a folder this project creates gets the strict mode.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
 def project_paths(environ: dict[str, str] | None = None) -> ProjectPaths:
     env = os.environ if environ is None else environ
     data_dir = Path(env.get("MOE_DATA_DIR") or "./data").expanduser().resolve()

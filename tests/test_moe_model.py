@@ -166,3 +166,36 @@ def test_single_expert_ablation_has_one_expert(toy):
 def test_unused_frame_columns_are_ignored(toy, fitted):
     extra = toy[0].assign(something_else=pd.Series(range(len(toy[0]))))
     assert np.array_equal(fitted.predict_proba(extra), fitted.predict_proba(toy[0]))
+
+
+def test_batched_experts_equal_calling_each_expert():
+    torch.manual_seed(0)
+    model = MoE(DIMS, MoEConfig(width=16, expert_hidden=8)).eval()
+    tok = torch.randn(10, 3 * 16)
+    parts = dict(zip(("ehr", "notes", "cxr"), tok.split(16, dim=1), strict=True))
+    ref = torch.stack(
+        [e(torch.cat([parts[m] for m in s], dim=1)) for e, s in zip(model.experts, model.subsets,
+                                                                   strict=True)], dim=1)
+    assert torch.allclose(model.expert_outputs(tok), ref, atol=1e-5)
+
+
+def test_default_routes_two_experts_plus_shared_expert():
+    cfg = MoEConfig()
+    assert cfg.top_k == 2 and cfg.shared_expert
+    model = MoE(DIMS, MoEConfig(width=8, expert_hidden=8)).eval()
+    x, mask = _batch()
+    w = model(x, mask)["weights"]
+    assert ((w > 0).sum(1) <= 2).all()
+    assert model.shared is not None
+    assert MoE(DIMS, MoEConfig(width=8, expert_hidden=8, single_expert=True)).shared is None
+
+
+def test_pca_projection_roundtrip(tmp_path):
+    table, _ = make_table(600, seed=3, dims={"ehr": 6, "notes": 12, "cxr": 40})
+    m = moe.fit(table, "long_los", {**FAST, "max_epochs": 1, "proj_dim": 8})
+    enc = m.module.encoders["cxr"]
+    assert enc.projected and enc.proj.shape == (40, 8)
+    assert not m.module.encoders["ehr"].projected  # narrower than proj_dim: used as is
+    m.save(tmp_path)
+    again = FittedMoE.load(tmp_path)
+    assert np.array_equal(again.predict_proba(table), m.predict_proba(table))

@@ -87,12 +87,6 @@ def test_text_encoder_forces_hugging_face_offline(monkeypatch: pytest.MonkeyPatc
     assert os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: MOE_DATA_DIR is created with the process umask (0755 here), so other local "
-    "users can read staged note text. Fix: create it with mode 0o700 in pipelines/settings.py "
-    "(ProjectPaths) / ProjectResource.paths(). Remove this marker once fixed.",
-)
 def test_data_dir_is_created_readable_by_owner_only(tmp_path: Path) -> None:
     b = RawBuilder()
     b.subject(10000001)
