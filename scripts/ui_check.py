@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=2400,2200",  # the whole graph at the UI's minimum zoom
+    "--window-size=2400,2600",  # the whole graph at the UI's minimum zoom
 ]
 
 
