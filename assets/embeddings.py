@@ -335,6 +335,9 @@ def _rate(n: float, seconds: float) -> float:
     deps=_NOTE_DEPS,
     group_name="embeddings",
     kinds={"torch", "parquet"},
+    # two torch steps on the same cores thrash (each sizes its thread pool to the machine):
+    # the "torch" pool (dagster.yaml: limit 1) runs them one after the other
+    pool="torch",
     description="One sentence-transformers vector per stay with notes (recency-weighted mean "
     "of its eligible notes; long notes chunked). Content-addressed cache: unchanged notes "
     "are never embedded twice. Writes note_embeddings.parquet (stay_id, n_notes, vector).",
@@ -452,6 +455,9 @@ def _pick_image_per_stay(rows: pd.DataFrame) -> pd.DataFrame:
     deps=_CXR_DEPS,
     group_name="embeddings",
     kinds={"torch", "parquet"},
+    # two torch steps on the same cores thrash (each sizes its thread pool to the machine):
+    # the "torch" pool (dagster.yaml: limit 1) runs them one after the other
+    pool="torch",
     description="torchxrayvision DenseNet-121 features2 (1024-d) per stay with a chest X-ray, "
     "processed by MIMIC-CXR pNN folder with a content-addressed cache. Undecodable images "
     "are counted and marked ok=false. Writes cxr_embeddings/pNN.parquet "

@@ -1,6 +1,6 @@
 """MoE-Health model library (plain PyTorch + numpy, no Dagster). See `moe.api`.
 
-`fit` and `fit_baseline` are imported lazily, so that light modules of this package (e.g.
+`fit`, `fit_baseline` and `load` are imported lazily, so that light modules of this package (e.g.
 `moe.atomic`) can be used without paying for torch and scikit-learn at import time.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moe.api import fit, fit_baseline
+    from moe.api import fit, fit_baseline, load
 
-__all__ = ["fit", "fit_baseline"]
+__all__ = ["fit", "fit_baseline", "load"]
 
 
 def __getattr__(name: str) -> Any:

@@ -101,3 +101,14 @@ def test_model_asset_writes_its_folder(toy, tmp_path):
     }
     md = result.asset_materializations_for_node("moe_long_los")[0].metadata
     assert "test AUROC (95% CI)" in md and "pattern" in md["test by availability"].value
+
+
+def test_launchpad_defaults_match_the_model_config():
+    """The Dagster `Config` of the model assets must not drift from `moe.MoEConfig`."""
+    from assets.models import MoETrainConfig
+    from moe.model import MoEConfig
+
+    launchpad = MoETrainConfig().moe_config()
+    library = MoEConfig()
+    for name, value in launchpad.items():
+        assert getattr(library, name) == value, name

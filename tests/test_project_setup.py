@@ -90,3 +90,19 @@ def test_fingerprint_changes_only_when_files_change(tmp_path: Path) -> None:
     assert second != first
     (root / "cxr" / "files" / "p10").mkdir(parents=True)
     assert fingerprint(root) != second
+
+
+def test_writers_and_torch_steps_are_in_pools_of_one() -> None:
+    """DuckDB writers never overlap; the two embedding steps never thrash the same cores."""
+    import yaml
+
+    from pipelines.definitions import defs
+
+    assert yaml.safe_load(Path("dagster.yaml").read_text())["concurrency"]["pools"] == {
+        "default_limit": 1
+    }
+    graph = defs.resolve_asset_graph()
+    pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
+    assert pools["note_embeddings"] == pools["cxr_embeddings"] == {"torch"}
+    for name in ("staged_chartevents", "cohort", "ehr_features"):
+        assert pools[name] == {"duckdb"}, name

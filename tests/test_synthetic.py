@@ -22,7 +22,7 @@ from synthetic import schema
 
 H = pd.Timedelta(hours=1)
 TASKS = ("mortality", "long_los", "readmission")
-SPEC_HEADERS = {  # from shared/docs/cohort-spec.md: these columns must exist, in this relative order
+SPEC_HEADERS = {  # from docs/cohort-spec.md: these columns must exist, in this relative order
     "hosp/patients.csv.gz": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
     "hosp/admissions.csv.gz": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
                                "race", "hospital_expire_flag"],
