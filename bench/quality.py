@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -83,6 +84,13 @@ def materialize(data_dir: Path, stays: int, seed: int, device: str) -> None:
         }
     )
     env.pop("MOE_MIMIC_ROOT", None)
+    # a real instance with the project's dagster.yaml, so that its pools (one DuckDB writer,
+    # one torch embedding step at a time) apply; without it the CLI's ephemeral instance
+    # would run both embedding steps at once on the same cores
+    home = data_dir / ".dagster"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(home)
     run_config = {
         "ops": {
             "mimic_raw": {"config": {"demo_stays": stays, "demo_seed": seed}},

@@ -396,7 +396,14 @@ def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None)
         cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {_ident(c)}" for c in table.columns)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {cols} WHERE false")
         return
-    big = ", max_line_size = 16777216, buffer_size = 33554432" if table.module == "note" else ""
+    # Notes: lines up to 16 MiB, and the serial reader: DuckDB's parallel scanner rejects
+    # null_padding with quoted newlines once a file spans more than one buffer (real note
+    # tables always do; gzip decoding is serial anyway).
+    big = (
+        ", max_line_size = 16777216, buffer_size = 33554432, parallel = false"
+        if table.module == "note"
+        else ""
+    )
     try:
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "

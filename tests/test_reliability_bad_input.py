@@ -196,6 +196,24 @@ def test_megabytes_of_note_text_stage_in_full(tmp_path: Path) -> None:
     assert len(staged.loc["bad", "text"]) == len(text)
 
 
+def test_note_table_larger_than_a_read_buffer_with_multiline_notes_stages(
+    tmp_path: Path,
+) -> None:
+    """Regression: DuckDB's parallel CSV scanner refused null_padding with quoted newlines
+    once a note file spanned two 32 MiB buffers (the 20,000-stay synthetic set hit it)."""
+    b = RawBuilder()
+    b.subject(10000001)
+    for i in range(12_000):
+        b.note("radiology", f"r{i}", 10000001, "", "RR", INTIME + H)
+        b.rows["radiology"][-1]["text"] = "FINDINGS:\nline of report text " * 110
+    raw = b.write(tmp_path / "raw")
+    assert (raw / "note" / "radiology.csv").stat().st_size > 40_000_000
+    res = build_staged("radiology", raw, tmp_path / "data", {**SETTINGS, "threads": 2})
+    staged = pd.read_parquet(res.path, columns=["note_id", "text"])
+    assert len(staged) == 12_000 and res.stats["rows_dropped"] == 0
+    assert staged["text"].str.count("\n").eq(110).all()
+
+
 # ------------------------------------------------------------------ partial cxr/files
 
 
