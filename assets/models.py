@@ -40,11 +40,16 @@ class MoETrainConfig(Config):
     experts_per_subset: int = Field(default=1, description="Experts per modality subset (7 subsets).")
     top_k: int = Field(default=2, description="Experts chosen per stay among the eligible ones.")
     shared_expert: bool = Field(default=True, description="Add an always-on expert over all tokens.")
+    proj_dim: int = Field(
+        default=64,
+        description="Project inputs wider than this onto their top train principal components "
+        "(0: off). Applied to the neural baselines too.",
+    )
     dropout: float = Field(default=0.1, description="Dropout inside encoders and experts.")
     availability_masking: bool = Field(default=True, description="Mask experts needing absent modalities.")
     modality_dropout: float = Field(default=0.25, description="P(hide an available modality) in training.")
     single_expert: bool = Field(default=False, description="Ablation: one expert, no mixture.")
-    lr: float = Field(default=2e-3, description="AdamW learning rate.")
+    lr: float = Field(default=1e-3, description="AdamW learning rate.")
     weight_decay: float = Field(default=1e-4, description="AdamW weight decay.")
     batch_size: int = Field(default=512, description="Mini-batch size.")
     max_epochs: int = Field(default=40, description="Epoch cap.")

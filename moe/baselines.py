@@ -10,7 +10,8 @@
   (HAIM's recipe); vectors longer than `pca_dim` are first reduced by a PCA fitted on the
   train stays that have that modality. The number of boosting iterations is chosen on val
   AUPRC.
-The neural baselines share the MoE's training loop and hyper-parameters (`MoEConfig`).
+The neural baselines share the MoE's training loop and hyper-parameters (`MoEConfig`),
+including its train-PCA input projection (`proj_dim`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from moe.model import MoEConfig
 from moe.train import (
     input_stats,
     labelled_split,
+    pca_projections,
     pos_weight_of,
     predict_module,
     resolve_device,
@@ -49,10 +51,16 @@ class InputMLP(nn.Module):
         super().__init__()
         self.mods = mods
         self.with_mask = with_mask
-        d_in = sum(dims[m] for m in mods) + (len(MODALITIES) if with_mask else 0)
+        # the MoE's input projection too (cfg.proj_dim), so that a comparison with the MoE
+        # measures the mixture, not the projection
+        self.projected = {m: 0 < cfg.proj_dim < dims[m] for m in mods}
+        widths = {m: cfg.proj_dim if self.projected[m] else dims[m] for m in mods}
+        d_in = sum(widths.values()) + (len(MODALITIES) if with_mask else 0)
         for m in mods:
             self.register_buffer(f"mean_{m}", torch.zeros(dims[m]))
             self.register_buffer(f"std_{m}", torch.ones(dims[m]))
+            if self.projected[m]:
+                self.register_buffer(f"proj_{m}", torch.eye(dims[m])[:, : cfg.proj_dim].clone())
         W = cfg.width
         self.net = nn.Sequential(
             nn.Linear(d_in, W), nn.GELU(), nn.Dropout(cfg.dropout),
@@ -66,11 +74,18 @@ class InputMLP(nn.Module):
             getattr(self, f"mean_{m}").copy_(stats[m][0])
             getattr(self, f"std_{m}").copy_(stats[m][1])
 
+    def set_projections(self, proj: dict[str, Tensor]) -> None:
+        for m in self.mods:
+            if self.projected[m]:
+                getattr(self, f"proj_{m}").copy_(proj[m])
+
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         parts = []
         for m in self.mods:
             j = MODALITIES.index(m)
             z = (x[m] - getattr(self, f"mean_{m}")) / getattr(self, f"std_{m}")
+            if self.projected[m]:
+                z = z @ getattr(self, f"proj_{m}")
             parts.append(z * mask[:, j : j + 1].to(z.dtype))  # zero (= train mean) if missing
         if self.with_mask:
             parts.append(mask.to(parts[0].dtype if parts else torch.float32))
@@ -123,7 +138,10 @@ class FittedBaseline:
 
 def _fit_mlp(tr: Arrays, va: Arrays, mods: tuple[str, ...], with_mask: bool, cfg: MoEConfig):
     module = InputMLP(tr.dims(), mods, with_mask, cfg)
-    module.set_input_stats(input_stats(tr))
+    stats = input_stats(tr)
+    module.set_input_stats(stats)
+    if cfg.proj_dim > 0:
+        module.set_projections(pca_projections(tr, stats, cfg.proj_dim))
     module, hist = train_module(module, tr, va, cfg, modality_drop=0.0)
     if cfg.prior_correction:
         assert tr.y is not None

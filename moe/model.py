@@ -47,14 +47,14 @@ class MoEConfig:
     dropout: float = 0.1
     input_dropout: float = 0.0  # dropout on the standardised input vectors
     encoder_layers: int = 1  # 1: Linear -> GELU; 2: Linear -> GELU -> Linear
-    proj_dim: int = 0  # >0: inputs wider than this go through a fixed train-PCA projection
+    proj_dim: int = 64  # >0: inputs wider than this go through a fixed train-PCA projection
     # ablation switches
     availability_masking: bool = True
     modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
     # training
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 512
     max_epochs: int = 40

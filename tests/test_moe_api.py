@@ -112,3 +112,16 @@ def test_launchpad_defaults_match_the_model_config():
     library = MoEConfig()
     for name, value in launchpad.items():
         assert getattr(library, name) == value, name
+
+
+def test_neural_baselines_get_the_same_input_projection_as_the_moe(toy):
+    """A comparison with the MoE must not be a comparison of input projections."""
+    cfg = {**FAST, "proj_dim": 8}
+    ef = moe.fit_baseline(toy, "mortality", "early_fusion", cfg).parts["module"]
+    mixture = moe.fit(toy, "mortality", cfg).module
+    assert ef.projected == {"ehr": False, "notes": True, "cxr": True}
+    for m, d in (("notes", 11), ("cxr", 40)):
+        assert torch.equal(getattr(ef, f"proj_{m}"), mixture.encoders[m].proj)
+        assert not torch.equal(getattr(ef, f"proj_{m}"), torch.eye(d)[:, :8])  # PCA was fitted
+    off = moe.fit_baseline(toy, "mortality", "early_fusion", {**FAST, "proj_dim": 0})
+    assert not any(off.parts["module"].projected.values())
