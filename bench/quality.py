@@ -1,7 +1,7 @@
 """Quality on synthetic data, where the ceiling is known.
 
     python -m bench.quality [--stays 20000] [--seeds 0,1,2] [--workdir bench_quality]
-                            [--device auto] [--n-boot 500] [--ablations]
+                            [--device auto] [--n-boot 500] [--ablations] [--reuse]
 
 For each seed: a fresh `$MOE_DATA_DIR = <workdir>/seed<S>`, the graph up to
 `multimodal_dataset` materialized by the Dagster CLI in a subprocess (synthetic raw files
@@ -280,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     ap.add_argument("--ablations", action="store_true", help="also fit the MoE ablations")
     ap.add_argument("--json", default="", help="also write the JSON summary to this file")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use a seed's earlier seed<S>/quality.json instead of fitting again (resume a run)",
+    )
     args = ap.parse_args(argv)
     seeds = (
         [int(s) for s in args.seeds.split(",") if s]
@@ -293,6 +298,10 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     for s in seeds:
         d = work / f"seed{s}"
+        if args.reuse and (d / "quality.json").is_file():
+            log(f"seed {s}: reusing {d / 'quality.json'}")
+            per_seed[s] = json.loads((d / "quality.json").read_text())
+            continue
         materialize(d, args.stays, s, args.device)
         per_seed[s] = evaluate_seed(d, s, args.device, args.n_boot, args.ablations, args.threads)
         (d / "quality.json").write_text(json.dumps(per_seed[s], indent=2, default=float))

@@ -16,6 +16,7 @@ from dagster import (
 
 import assets
 from pipelines.automation import cohort_refresh_schedule, mimic_root_change_sensor
+from pipelines.dead_runs import release_at_load
 from pipelines.jobs import ALL_JOBS
 from pipelines.resources import default_resources
 
@@ -51,6 +52,9 @@ _assets = map_asset_specs(
     else spec,
     [a for a in load_assets_from_modules(_modules) if isinstance(a, AssetsDefinition)],
 )
+
+# a run killed with SIGKILL keeps its "duckdb"/"torch" pool slot; give it back first
+release_at_load()
 
 defs = Definitions(
     assets=_assets,
