@@ -3,7 +3,6 @@ and a property: nothing at or after t0 enters any EHR feature."""
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,9 +53,7 @@ def _materialize(raw: Path, data: Path):
 
 
 def test_real_mimic_iv_demo_runs_and_yields_a_sensible_cohort(tmp_path):
-    start = time.perf_counter()
     result = _materialize(FIXTURE, tmp_path)
-    elapsed = time.perf_counter() - start
     assert result.success
     blocking = [
         e for e in result.get_asset_check_evaluations() if e.check_name != "cohort_rates_plausible"
@@ -76,7 +73,6 @@ def test_real_mimic_iv_demo_runs_and_yields_a_sensible_cohort(tmp_path):
     flow_md = mat["cohort"]["cohort_flow"].value
     assert "first ICU stay" in flow_md
     assert "availability_patterns" in mat["cohort"]
-    assert elapsed < 60
 
 
 def test_dagster_second_run_recomputes_nothing(tmp_path):
