@@ -203,7 +203,7 @@ def test_unknown_executor_is_an_error(deploy_module) -> None:
 # --- deeper, with dagster-k8s / dagster-celery importable ----------------------------------
 
 
-@pytest.mark.skipif(not has_k8s, reason="dagster-k8s not installed (not a project dependency)")
+@pytest.mark.skipif(not has_k8s, reason="dagster-k8s not installed (it comes with the dev extra)")
 def test_k8s_executor_and_step_pods(deploy_module) -> None:
     from dagster_k8s.job import (
         DagsterK8sJobConfig,
@@ -251,7 +251,7 @@ def test_k8s_executor_and_step_pods(deploy_module) -> None:
 
 
 @pytest.mark.skipif(
-    not has_celery, reason="dagster-celery not installed (not a project dependency)"
+    not has_celery, reason="dagster-celery not installed (it comes with the dev extra)"
 )
 def test_celery_executor_config(deploy_module) -> None:
     from dagster_celery.cli import get_validated_config
