@@ -148,7 +148,7 @@ def _cxr_bench(files: list[Path], cache_root: Path, log) -> dict[str, Any]:
             return time.perf_counter() - t1
 
         bare_before = bare_pass()
-        stats = fill_cxr_cache(enc, cache, "p10", files)
+        stats = fill_cxr_cache(enc, cache, "p10", files, min_files_for_workers=0)
         bare = min(bare_before, bare_pass())
         sweep[f"b{b}_w{w}"] = {
             "batch": b,

@@ -41,6 +41,9 @@ __all__ = [
 
 CXR_DIM = 1024
 MIN_SIDE = 16
+# Below this many files a shard decodes in-process: starting DataLoader workers (spawned
+# processes that import torch) costs more than it saves (demo: 10 shards of ~70 images).
+MIN_FILES_FOR_WORKERS = 256
 WEIGHTS_NAME = "densenet121-res224-all"
 WEIGHTS_URL = (
     "https://github.com/mlmed/torchxrayvision/releases/download/v1/"
@@ -249,6 +252,7 @@ def fill_cxr_cache(
     files: Sequence[Path],
     progress: ProgressFn | None = None,
     flush_every: int = 512,
+    min_files_for_workers: int = MIN_FILES_FOR_WORKERS,
 ) -> CxrFillStats:
     """Embed every file of `files` whose bytes are not yet cached; cache failures as ok=False.
 
@@ -267,7 +271,7 @@ def fill_cxr_cache(
         ds,  # type: ignore[arg-type]
         batch_size=encoder.batch_size,
         shuffle=False,
-        num_workers=encoder.num_workers,
+        num_workers=encoder.num_workers if len(files) >= min_files_for_workers else 0,
         collate_fn=_collate,
     )
     pend_keys: list[str] = []

@@ -121,5 +121,26 @@ def test_decoding_in_dataloader_workers(tmp_path: Path) -> None:
         f.write_bytes(_img_bytes(_gray(30 + i)))
         files.append(f)
     cache = EmbeddingCache(tmp_path / "cache", "cxr", enc.model_key, CXR_DIM)
-    s = fill_cxr_cache(enc, cache, "p11", files)
+    s = fill_cxr_cache(enc, cache, "p11", files, min_files_for_workers=0)
     assert s.embedded == 3 and all(s.keys)
+
+
+def test_small_shards_decode_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spawning workers for a handful of images costs more than decoding them in-process."""
+    import torch
+
+    seen = []
+    real = torch.utils.data.DataLoader
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", spy)
+    enc = CxrEncoder(seed=0, device="cpu", batch_size=2, num_workers=2, size=64)
+    f = tmp_path / "0.jpg"
+    f.write_bytes(_img_bytes(_gray(30)))
+    cache = EmbeddingCache(tmp_path / "cache", "cxr", enc.model_key, CXR_DIM)
+    fill_cxr_cache(enc, cache, "p12", [f])
+    fill_cxr_cache(enc, cache, "p13", [f], min_files_for_workers=1)
+    assert seen == [0, 2]
