@@ -328,6 +328,11 @@ def _rate(n: float, seconds: float) -> float:
     return round(n / seconds, 2) if seconds > 0 and n else 0.0
 
 
+# Two torch steps on the same cores thrash (each sizes its thread pool to the machine):
+# steps in this pool (dagster.yaml: limit 1) run one after the other.
+TORCH_POOL = "torch"
+
+
 # ---------------------------------------------------------------------------------------
 # Notes
 # ---------------------------------------------------------------------------------------
@@ -335,9 +340,7 @@ def _rate(n: float, seconds: float) -> float:
     deps=_NOTE_DEPS,
     group_name="embeddings",
     kinds={"torch", "parquet"},
-    # two torch steps on the same cores thrash (each sizes its thread pool to the machine):
-    # the "torch" pool (dagster.yaml: limit 1) runs them one after the other
-    pool="torch",
+    pool=TORCH_POOL,
     description="One sentence-transformers vector per stay with notes (recency-weighted mean "
     "of its eligible notes; long notes chunked). Content-addressed cache: unchanged notes "
     "are never embedded twice. Writes note_embeddings.parquet (stay_id, n_notes, vector).",
@@ -455,9 +458,7 @@ def _pick_image_per_stay(rows: pd.DataFrame) -> pd.DataFrame:
     deps=_CXR_DEPS,
     group_name="embeddings",
     kinds={"torch", "parquet"},
-    # two torch steps on the same cores thrash (each sizes its thread pool to the machine):
-    # the "torch" pool (dagster.yaml: limit 1) runs them one after the other
-    pool="torch",
+    pool=TORCH_POOL,
     description="torchxrayvision DenseNet-121 features2 (1024-d) per stay with a chest X-ray, "
     "processed by MIMIC-CXR pNN folder with a content-addressed cache. Undecodable images "
     "are counted and marked ok=false. Writes cxr_embeddings/pNN.parquet "

@@ -30,9 +30,8 @@ from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.metrics import auprc
 from moe.model import MoEConfig
 from moe.train import (
-    input_stats,
+    fit_input_transform,
     labelled_split,
-    pca_projections,
     pos_weight_of,
     predict_module,
     resolve_device,
@@ -138,10 +137,7 @@ class FittedBaseline:
 
 def _fit_mlp(tr: Arrays, va: Arrays, mods: tuple[str, ...], with_mask: bool, cfg: MoEConfig):
     module = InputMLP(tr.dims(), mods, with_mask, cfg)
-    stats = input_stats(tr)
-    module.set_input_stats(stats)
-    if cfg.proj_dim > 0:
-        module.set_projections(pca_projections(tr, stats, cfg.proj_dim))
+    fit_input_transform(module, tr, cfg.proj_dim)
     module, hist = train_module(module, tr, va, cfg, modality_drop=0.0)
     if cfg.prior_correction:
         assert tr.y is not None

@@ -93,6 +93,15 @@ def pca_projections(
     return out
 
 
+def fit_input_transform(module: Any, tr: Arrays, proj_dim: int) -> None:
+    """Load a module's input standardisation (and, with proj_dim > 0, its PCA projection)
+    from the train rows: the MoE and the neural baselines see their inputs the same way."""
+    stats = input_stats(tr)
+    module.set_input_stats(stats)
+    if proj_dim > 0:
+        module.set_projections(pca_projections(tr, stats, proj_dim))
+
+
 def modality_dropout(mask: Tensor, p: float, gen: torch.Generator) -> Tensor:
     """Hide each present modality with probability p, keeping at least one per row."""
     if p <= 0:
@@ -289,10 +298,7 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
     with torch_threads(cfg.threads):
         seed_everything(cfg.seed)
         module = MoE(a.dims(), cfg)
-        stats = input_stats(tr)
-        module.set_input_stats(stats)
-        if cfg.proj_dim > 0:
-            module.set_projections(pca_projections(tr, stats, cfg.proj_dim))
+        fit_input_transform(module, tr, cfg.proj_dim)
         module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
         if cfg.prior_correction:
             pw = pos_weight_of(tr.y, cfg.class_weight)
