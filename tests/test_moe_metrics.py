@@ -67,3 +67,33 @@ def test_paired_bootstrap():
     noise = np.random.default_rng(0).normal(size=len(p))
     diff, lo, hi, pv = M.paired_bootstrap(y, p, noise, M.auroc, n=200)
     assert diff > 0 and lo > 0 and pv < 0.01
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_batched_resample_metrics_equal_the_metric_on_repeated_rows(ties):
+    """The bootstrap computes AUROC/AUPRC of many resamples at once from row multiplicities;
+    each value must be exactly the metric of that resample's rows (ties, unused rows)."""
+    y, p = _data(n=120, seed=5, ties=ties)
+    rng = np.random.default_rng(7)
+    idx = rng.integers(0, len(y), (40, len(y)))
+    w = np.stack([np.bincount(i, minlength=len(y)) for i in idx]).astype(float)
+    got_roc = M._auroc_weighted(y, p, w)
+    got_pr = M._auprc_weighted(y, p, w)
+    for k, i in enumerate(idx):
+        assert got_roc[k] == pytest.approx(M.auroc(y[i], p[i]), abs=1e-12)
+        assert got_pr[k] == pytest.approx(M.auprc(y[i], p[i]), abs=1e-12)
+
+
+def test_batched_resample_metrics_are_nan_without_both_classes():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    w = np.array([[2.0, 2.0, 0.0, 0.0], [0.0, 0.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    roc, pr = M._auroc_weighted(y, p, w), M._auprc_weighted(y, p, w)
+    assert np.isnan(roc[0]) and np.isnan(roc[1]) and roc[2] == 1.0
+    assert np.isnan(pr[0]) and pr[1] == 1.0 and pr[2] == 1.0
+
+
+def test_bootstrap_of_a_plain_metric_still_works():
+    y, p = _data(seed=6)
+    est, lo, hi = M.bootstrap_ci(y, p, M.brier, n=50)
+    assert lo <= est <= hi and est == pytest.approx(M.brier(y, p))

@@ -199,3 +199,23 @@ def test_pca_projection_roundtrip(tmp_path):
     m.save(tmp_path)
     again = FittedMoE.load(tmp_path)
     assert np.array_equal(again.predict_proba(table), m.predict_proba(table))
+
+
+@pytest.mark.parametrize("n", [30, 200])  # fewer rows than columns (SVD route), more (eigh)
+def test_top_principal_directions_match_a_full_eigendecomposition(n):
+    from moe.train import _PCA_CACHE, top_principal_directions
+
+    rng = np.random.default_rng(n)
+    v = rng.normal(size=(n, 96)) @ np.diag(np.linspace(3, 0.1, 96))
+    v -= v.mean(axis=0)
+    _PCA_CACHE.clear()
+    val, vec = top_principal_directions(v, 8)
+    w, full = np.linalg.eigh(v.T @ v / (n - 1))
+    top = np.argsort(w)[::-1][:8]
+    assert np.allclose(val, w[top])
+    # same directions up to sign, and signs fixed (largest-magnitude entry positive)
+    assert np.allclose(np.abs((vec * full[:, top]).sum(axis=0)), 1.0)
+    assert (vec[np.abs(vec).argmax(axis=0), np.arange(8)] > 0).all()
+    again = top_principal_directions(v, 8)  # memoised: same values, not a shared array
+    again[1][:] = 0
+    assert np.array_equal(top_principal_directions(v, 8)[1], vec)
