@@ -144,9 +144,6 @@ class CxrEncoder:
         num_workers: int = 2,
         size: int = 224,
     ) -> None:
-        import torch
-        import torchxrayvision as xrv
-
         from moe.text_encoder import resolve_device
 
         self.device = resolve_device(device)
@@ -154,14 +151,14 @@ class CxrEncoder:
         self.num_workers = max(0, int(num_workers))
         self.size = int(size)
         self.dim = CXR_DIM
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            model = xrv.models.DenseNet(weights=None)
+        self.seed = int(seed)
+        self._model: Any = None
+        self._weights_path: Path | None = None
         if weights == "random":
             self.pretrained = False
-            self.model_id = f"xrv-densenet121-random-seed{int(seed)}"
+            self.model_id = f"xrv-densenet121-random-seed{self.seed}"
             self.weights_desc = "random (NOT pretrained — demo only)"
-            revision = f"seed{int(seed)}"
+            revision = f"seed{self.seed}"
         else:
             path = Path(weights).expanduser()
             if not path.is_file():
@@ -171,23 +168,45 @@ class CxrEncoder:
                     f"(wget {WEIGHTS_URL}), put the .pt file at that path (or anywhere, and set "
                     "config `cxr_weights` to its path). Nothing is downloaded at run time."
                 )
-            state = _load_state_dict(path)
-            missing, unexpected = model.load_state_dict(state, strict=False)
-            if [k for k in missing if k != "op_threshs"] or unexpected:
-                raise ValueError(
-                    f"{path} does not hold DenseNet-121 {WEIGHTS_NAME} weights "
-                    f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})"
-                )
+            self._weights_path = path
             self.pretrained = True
             revision = _file_sha256(path)[:16]
             self.model_id = f"xrv-{WEIGHTS_NAME}-{revision}"
             self.weights_desc = f"{WEIGHTS_NAME} ({path.name}, sha256 {revision})"
-        self.model = model.eval().to(self.device)
+        # the key needs no network: a run whose images are all cached never builds the model
+        # (importing torchxrayvision and torchvision costs several seconds)
         self.model_key = make_model_key(
             self.model_id,
             revision,
             {"preprocess": PREPROCESS_ID, "size": self.size, "layer": "features2"},
         )
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> Any:
+        """The DenseNet, built (and its weights loaded and checked) on first use."""
+        if self._model is None:
+            import torch
+            import torchxrayvision as xrv
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                model = xrv.models.DenseNet(weights=None)
+            path = self._weights_path
+            if path is not None:
+                state = _load_state_dict(path)
+                missing, unexpected = model.load_state_dict(state, strict=False)
+                if [k for k in missing if k != "op_threshs"] or unexpected:
+                    raise ValueError(
+                        f"{path} does not hold DenseNet-121 {WEIGHTS_NAME} weights "
+                        f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}): "
+                        f"set config `cxr_weights` to the torchxrayvision {WEIGHTS_NAME} file."
+                    )
+            self._model = model.eval().to(self.device)
+        return self._model
 
     def embed_tensor(self, batch: Any) -> np.ndarray:
         """(b, 1, size, size) float32 -> (b, 1024) float32 `features2`."""

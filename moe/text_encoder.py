@@ -150,6 +150,41 @@ def recency_weighted_mean(
     return (w[:, None] * v).sum(axis=0).astype(np.float32) / np.float32(w.sum())
 
 
+_PLAIN_MODULES = {
+    "sentence_transformers.models.Transformer",
+    "sentence_transformers.models.Pooling",
+    "sentence_transformers.models.Normalize",
+}
+_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+
+def peek_model_info(path: Path) -> tuple[int, int] | None:
+    """(max_seq_length, embedding dim) from a sentence-transformers folder's config files,
+    or None when they do not settle it (then the model is loaded to ask it). Only the plain
+    Transformer -> one-mode Pooling -> (Normalize) stack is read; anything else is None."""
+    import json
+
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        if {m["type"] for m in modules} - _PLAIN_MODULES:
+            return None
+        max_seq = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        pooling = next(m for m in modules if m["type"].endswith(".Pooling"))
+        pcfg = json.loads((path / pooling["path"] / "config.json").read_text())
+        if sum(bool(pcfg.get(k)) for k in _POOLING_MODES) != 1:
+            return None
+        return int(max_seq), int(pcfg["word_embedding_dimension"])
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+
+
 class TextEncoder:
     """A local sentence-transformers model with chunking, pooling and a cache key."""
 
@@ -163,28 +198,21 @@ class TextEncoder:
     ) -> None:
         enforce_offline()
         path, name = resolve_text_model(model)
-        from sentence_transformers import SentenceTransformer
-
         self.device = resolve_device(device)
-        self.model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
-        self.model.eval()
         self.model_path = path
         self.model_name = name
         self.revision = model_revision(path)
         self.batch_size = max(1, int(batch_size))
-        self.max_seq_length = int(self.model.max_seq_length or 512)
+        self._model: Any = None
+        # read the key's ingredients from the folder's config files when they tell them, so
+        # that a run whose notes are all cached never loads the model (~7 s of imports)
+        info = peek_model_info(path)
+        if info is None:
+            info = self._info_from_model()
+        self.max_seq_length, self.dim = info
         limit = max(8, self.max_seq_length - 2)
         self.chunk_tokens = min(int(chunk_tokens) if chunk_tokens > 0 else limit, limit)
         self.chunk_overlap = max(0, min(int(chunk_overlap), self.chunk_tokens // 2))
-        get_dim = (
-            getattr(self.model, "get_embedding_dimension", None)
-            or self.model.get_sentence_embedding_dimension
-        )
-        dim = get_dim()
-        if dim is None:
-            raise ValueError(f"cannot tell the embedding dimension of {name}")
-        self.dim = int(dim)
-        self.tokenizer: Any = self.model.tokenizer
         self.settings = {
             "chunk_tokens": self.chunk_tokens,
             "chunk_overlap": self.chunk_overlap,
@@ -192,6 +220,38 @@ class TextEncoder:
             "note_pooling": "token-weighted-mean",
         }
         self.model_key = make_model_key(self.model_name, self.revision, self.settings)
+
+    @property
+    def model(self) -> Any:
+        """The SentenceTransformer, loaded on first use."""
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(
+                str(self.model_path), device=self.device, local_files_only=True
+            )
+            self._model.eval()
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    def _info_from_model(self) -> tuple[int, int]:
+        """(max_seq_length, dim) of the loaded model."""
+        max_seq = int(self.model.max_seq_length or 512)
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"cannot tell the embedding dimension of {self.model_name}")
+        return max_seq, int(dim)
 
     # -- chunking ------------------------------------------------------------------------
     def chunk(self, text: str) -> list[tuple[str, int]]:

@@ -144,3 +144,21 @@ def test_small_shards_decode_in_process(tmp_path: Path, monkeypatch: pytest.Monk
     fill_cxr_cache(enc, cache, "p12", [f])
     fill_cxr_cache(enc, cache, "p13", [f], min_files_for_workers=1)
     assert seen == [0, 2]
+
+
+def test_model_is_built_only_when_an_image_needs_embedding(tmp_path: Path) -> None:
+    f = tmp_path / "a.jpg"
+    f.write_bytes(_img_bytes(_gray(30)))
+    warm = CxrEncoder(weights="random", seed=0, device="cpu", batch_size=4, num_workers=0, size=64)
+    fill_cxr_cache(warm, EmbeddingCache(tmp_path / "c", "cxr", warm.model_key, CXR_DIM), "p10", [f])
+    lazy = CxrEncoder(weights="random", seed=0, device="cpu", batch_size=4, num_workers=0, size=64)
+    stats = fill_cxr_cache(lazy, EmbeddingCache(tmp_path / "c", "cxr", lazy.model_key, CXR_DIM), "p10", [f])
+    assert stats.cache_hits == 1 and not lazy.loaded
+
+
+def test_weights_file_of_another_network_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    enc = CxrEncoder(weights=str(path), device="cpu")
+    with pytest.raises(ValueError, match="does not hold DenseNet-121.*cxr_weights"):
+        enc.embed_tensor(np.zeros((1, 1, 64, 64), np.float32))

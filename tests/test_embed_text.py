@@ -123,3 +123,33 @@ def test_recency_weighted_mean_prefers_recent() -> None:
     v = np.array([[1.0, 0.0], [0.0, 1.0]])
     out = recency_weighted_mean(v, [0.0, 720.0], half_life_hours=720.0)
     np.testing.assert_allclose(out, [2 / 3, 1 / 3], rtol=1e-6)
+
+
+def test_model_loads_only_when_a_note_needs_embedding(tmp_path: Path) -> None:
+    """The cache key comes from the folder's config files; a run whose notes are all cached
+    must not pay for loading the model, and the key must equal the loaded model's."""
+    warm = TextEncoder(batch_size=8, device="cpu")
+    cache = EmbeddingCache(tmp_path, "notes", warm.model_key, warm.dim)
+    fill_note_cache(warm, cache, "b00", NOTES[:2])
+    assert warm.loaded
+    assert (warm.max_seq_length, warm.dim) == warm._info_from_model()
+
+    lazy = TextEncoder(batch_size=8, device="cpu")
+    assert not lazy.loaded and lazy.model_key == warm.model_key
+    stats = fill_note_cache(lazy, EmbeddingCache(tmp_path, "notes", lazy.model_key, lazy.dim), "b00", NOTES[:2])
+    assert stats.cache_hits == 2 and not lazy.loaded
+    stats = fill_note_cache(lazy, EmbeddingCache(tmp_path, "notes", lazy.model_key, lazy.dim), "b00", NOTES)
+    assert stats.embedded == 1 and lazy.loaded
+
+
+def test_unusual_model_folder_is_asked_instead_of_peeked(tmp_path: Path) -> None:
+    from moe.text_encoder import peek_model_info
+
+    src, _ = resolve_text_model("all-MiniLM-L6-v2")
+    assert peek_model_info(src) == (256, 384)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for f in src.iterdir():
+        if f.name != "sentence_bert_config.json":
+            (odd / f.name).symlink_to(f)
+    assert peek_model_info(odd) is None  # no max_seq_length on file: load and ask the model
