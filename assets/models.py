@@ -26,10 +26,13 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines import fit_reuse as reuse
 from pipelines.resources import ProjectResource
 
 TASKS = ("mortality", "long_los", "readmission")
 UPSTREAM = "multimodal_dataset"
+MOE_OUTPUTS = ("model.pt", "config.json", "metrics.json", "predictions.parquet")
+BASELINE_OUTPUTS = ("metrics.json", "predictions.parquet")
 
 
 class MoETrainConfig(Config):
@@ -59,10 +62,16 @@ class MoETrainConfig(Config):
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
     threads: int = Field(default=0, description="torch CPU threads while fitting (0: torch default).")
     n_boot: int = Field(default=1000, description="Bootstrap resamples for the test intervals.")
+    force: bool = Field(
+        default=False,
+        description="Refit even when the dataset, these settings and the moe/ code are those "
+        "of the outputs on disk (which are otherwise reused).",
+    )
 
     def moe_config(self) -> dict[str, Any]:
         d = self.model_dump()
         d.pop("n_boot")
+        d.pop("force")
         return d
 
 
@@ -143,8 +152,17 @@ def _moe_asset(task: str) -> AssetsDefinition:
         import moe
         from moe.api import pattern_markdown, write_outputs
 
-        table = read_dataset(project, name)
         out = project.paths().data_dir / "models" / task
+        key = reuse.fit_key(
+            [project.paths().table(UPSTREAM)],
+            {"asset": "moe", "task": task, "config": config.moe_config(), "n_boot": config.n_boot},
+        )
+        saved = None if config.force else reuse.reusable(out, key, MOE_OUTPUTS)
+        if saved is not None:
+            context.log.info(f"{name}: dataset, settings and code unchanged; outputs reused")
+            return MaterializeResult(metadata={**saved, "reused": True})
+        table = read_dataset(project, name)
+        reuse.invalidate(out)
         model = moe.fit(table, task, config.moe_config())
         pred, met = write_outputs(out, model, table, task, n_boot=config.n_boot)
         test = pred[pred.split == "test"]
@@ -170,7 +188,8 @@ def _moe_asset(task: str) -> AssetsDefinition:
                 (out / "roc.png").write_bytes(png)
                 b64 = base64.b64encode(png).decode()
                 meta["test ROC"] = MetadataValue.md(f"![ROC](data:image/png;base64,{b64})")
-        return MaterializeResult(metadata=meta)
+        reuse.record(out, key, meta)
+        return MaterializeResult(metadata={**meta, "reused": False})
 
     return _moe
 
@@ -195,24 +214,45 @@ def _baselines_asset(task: str) -> AssetsDefinition:
         import moe
         from moe.api import fit_ablation, write_outputs
 
-        table = read_dataset(project, name)
         root = project.paths().data_dir / "models" / task / "baselines"
         rows = ["| model | test AUROC | test AUPRC |", "|---|---:|---:|"]
         summary: dict[str, Any] = {}
+        table = None
+        reused: list[str] = []
         for kind in [*config.kinds, *config.ablations]:
-            context.log.info(f"{task}: fitting {kind}")
-            if kind.startswith("moe_"):
-                model: Any = fit_ablation(table, task, kind, config.moe_config())
+            out = root / kind
+            key = reuse.fit_key(
+                [project.paths().table(UPSTREAM)],
+                {"asset": "baseline", "task": task, "kind": kind,
+                 "config": config.moe_config(), "n_boot": config.n_boot},
+            )
+            if not config.force and reuse.reusable(out, key, BASELINE_OUTPUTS) is not None:
+                met = json.loads((out / "metrics.json").read_text())
+                reused.append(kind)
             else:
-                model = moe.fit_baseline(table, task, kind, config.moe_config())
-            _, met = write_outputs(root / kind, model, table, task, n_boot=config.n_boot)
+                context.log.info(f"{task}: fitting {kind}")
+                if table is None:
+                    table = read_dataset(project, name)
+                reuse.invalidate(out)
+                if kind.startswith("moe_"):
+                    model: Any = fit_ablation(table, task, kind, config.moe_config())
+                else:
+                    model = moe.fit_baseline(table, task, kind, config.moe_config())
+                _, met = write_outputs(out, model, table, task, n_boot=config.n_boot)
+                reuse.record(out, key)
             if "test" in met:
                 m = met["test"]
                 rows.append(f"| {kind} | {_ci(m, 'auroc')} | {_ci(m, 'auprc')} |")
                 summary[kind] = {"auroc": m["auroc"], "auprc": m["auprc"]}
+        if reused:
+            context.log.info(f"{task}: dataset, settings and code unchanged for {reused}; reused")
         (root / "summary.json").write_text(json.dumps(summary, indent=2))
         return MaterializeResult(
-            metadata={"dir": MetadataValue.path(str(root)), "test": MetadataValue.md("\n".join(rows))}
+            metadata={
+                "dir": MetadataValue.path(str(root)),
+                "test": MetadataValue.md("\n".join(rows)),
+                "reused": MetadataValue.json(reused),
+            }
         )
 
     return _baselines

@@ -5,6 +5,7 @@ headline table per task and the key figures (small base64 PNGs) go into the Dags
 metadata as Markdown. Metadata holds metrics, counts and plots only.
 """
 
+from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -18,6 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines import fit_reuse as reuse
 from pipelines.resources import ProjectResource
 
 TASKS = ("mortality", "long_los", "readmission")
@@ -42,6 +44,23 @@ class ReportConfig(Config):
     )
     device: str = Field(default="cpu", description="Device for loading/refitting models.")
     figure_px: int = Field(default=360, description="Longest side of figures embedded in metadata.")
+    force: bool = Field(
+        default=False,
+        description="Rebuild even when the models' outputs, the dataset, these settings and the "
+        "moe/ code are those the report on disk was built from.",
+    )
+
+
+def report_inputs(data_dir: Path, truth: Path | None) -> list[Path]:
+    """Every file the report reads: the dataset, each task's MoE and baseline outputs, truth."""
+    files = [data_dir / "multimodal_dataset.parquet"]
+    for task in TASKS:
+        mdir = data_dir / "models" / task
+        files += [mdir / "model.pt", mdir / "config.json", mdir / "predictions.parquet"]
+        files += sorted((mdir / "baselines").glob("*/predictions.parquet"))
+    if truth is not None:
+        files.append(truth)
+    return files
 
 
 def _cxr_weights(context: AssetExecutionContext) -> str | None:
@@ -81,11 +100,24 @@ def moe_report(
             "the upstream assets first: dagster asset materialize -m pipelines.definitions "
             "--select '*moe_report' (or run `make demo`)."
         )
+    truth = paths.truth_path if paths.is_demo else None
+    cxr_weights = _cxr_weights(context)
+    out_dir = paths.data_dir / "reports"
+    key = reuse.fit_key(
+        report_inputs(paths.data_dir, truth),
+        {"asset": "report", "config": config.model_dump(exclude={"force"}),
+         "cxr_weights": cxr_weights, "is_demo": paths.is_demo},
+    )
+    saved = None if config.force else reuse.reusable(out_dir, key, ("report.md", "summary.json"))
+    if saved is not None:
+        context.log.info("moe_report: its inputs, settings and code are unchanged; report reused")
+        return MaterializeResult(metadata={**saved, "reused": True})
+    reuse.invalidate(out_dir)
     rep = build_report(
         paths.data_dir,
-        truth_path=paths.truth_path if paths.is_demo else None,
+        truth_path=truth,
         is_demo=paths.is_demo,
-        cxr_weights=_cxr_weights(context),
+        cxr_weights=cxr_weights,
         n_boot=config.n_boot,
         fractions=config.fractions,
         refit_early_fusion=config.refit_early_fusion,
@@ -118,4 +150,5 @@ def moe_report(
         ]
         if imgs:
             meta[f"{task}: figures"] = MetadataValue.md("\n\n".join(imgs))
-    return MaterializeResult(metadata=meta)
+    reuse.record(out_dir, key, meta)
+    return MaterializeResult(metadata={**meta, "reused": False})

@@ -125,3 +125,96 @@ def test_neural_baselines_get_the_same_input_projection_as_the_moe(toy):
         assert not torch.equal(getattr(ef, f"proj_{m}"), torch.eye(d)[:, :8])  # PCA was fitted
     off = moe.fit_baseline(toy, "mortality", "early_fusion", {**FAST, "proj_dim": 0})
     assert not any(off.parts["module"].projected.values())
+
+
+def test_unchanged_inputs_reuse_fits_and_any_change_refits(toy, tmp_path):
+    """A re-run with the same dataset bytes, settings and moe/ code reuses the outputs (the
+    fit is deterministic); a change to any of them, or force, refits."""
+    pq.write_table(pa.Table.from_pandas(toy, preserve_index=False),
+                   tmp_path / "multimodal_dataset.parquet")
+    cfg = {**FAST, "n_boot": 20, "kinds": ["ehr_only"], "ablations": []}
+    moe_cfg = {k: v for k, v in cfg.items() if k not in ("kinds", "ablations")}
+    import assets.models as models
+
+    def run(moe_c, base_c):
+        import dagster as dg
+
+        from pipelines.resources import ProjectResource
+
+        r = dg.materialize(
+            [models.moe_long_los, models.baselines_long_los],
+            resources={"project": ProjectResource(data_dir=str(tmp_path))},
+            instance=DagsterInstance.ephemeral(),
+            run_config={"ops": {"moe_long_los": {"config": moe_c},
+                                "baselines_long_los": {"config": base_c}}},
+        )
+        assert r.success
+        return (r.asset_materializations_for_node("moe_long_los")[0].metadata,
+                r.asset_materializations_for_node("baselines_long_los")[0].metadata)
+
+    out = tmp_path / "models" / "long_los"
+    first_moe, first_base = run(moe_cfg, cfg)
+    assert first_moe["reused"].value is False and first_base["reused"].value == []
+    pred_mtime = (out / "predictions.parquet").stat().st_mtime_ns
+    again_moe, again_base = run(moe_cfg, cfg)
+    assert again_moe["reused"].value is True and again_base["reused"].value == ["ehr_only"]
+    assert (out / "predictions.parquet").stat().st_mtime_ns == pred_mtime
+    assert again_moe["test AUROC"] == first_moe["test AUROC"]
+    assert again_base["test"] == first_base["test"]
+
+    assert run({**moe_cfg, "seed": 1}, cfg)[0]["reused"].value is False  # a setting changed
+    assert run({**moe_cfg, "seed": 1, "force": True}, cfg)[0]["reused"].value is False
+    changed = toy.copy()
+    changed.loc[0, "age"] = float(changed.loc[0, "age"]) + 1  # one value of the dataset
+    pq.write_table(pa.Table.from_pandas(changed, preserve_index=False),
+                   tmp_path / "multimodal_dataset.parquet")
+    m, b = run({**moe_cfg, "seed": 1}, cfg)
+    assert m["reused"].value is False and b["reused"].value == []
+    (out / "predictions.parquet").unlink()  # an output gone: refit, not a stale stamp
+    assert run({**moe_cfg, "seed": 1}, cfg)[0]["reused"].value is False
+
+
+def test_code_change_changes_the_fit_key(tmp_path, monkeypatch):
+    from pipelines import fit_reuse
+
+    f = tmp_path / "x.parquet"
+    f.write_bytes(b"abc")
+    key = fit_reuse.fit_key([f], {"a": 1})
+    assert fit_reuse.fit_key([f], {"a": 1}) == key
+    monkeypatch.setattr(fit_reuse, "code_digest", lambda: "other code")
+    assert fit_reuse.fit_key([f], {"a": 1}) != key
+
+
+def test_report_is_reused_until_a_model_output_changes(toy, tmp_path):
+    import dagster as dg
+
+    import assets.models as models
+    from assets.report import moe_report
+    from pipelines.resources import ProjectResource
+
+    pq.write_table(pa.Table.from_pandas(toy, preserve_index=False),
+                   tmp_path / "multimodal_dataset.parquet")
+    moe_cfg = {**FAST, "n_boot": 20}
+    rep_cfg = {"n_boot": 20, "fractions": [0.0, 1.0], "refit_early_fusion": False}
+
+    def run(base_seed):
+        r = dg.materialize(
+            [models.moe_long_los, models.baselines_long_los, moe_report],
+            resources={"project": ProjectResource(data_dir=str(tmp_path))},
+            instance=DagsterInstance.ephemeral(),
+            run_config={"ops": {
+                "moe_long_los": {"config": moe_cfg},
+                "baselines_long_los": {"config": {**moe_cfg, "seed": base_seed,
+                                                  "kinds": ["ehr_only"], "ablations": []}},
+                "moe_report": {"config": rep_cfg},
+            }},
+        )
+        assert r.success
+        return r.asset_materializations_for_node("moe_report")[0].metadata
+
+    first = run(0)
+    assert first["reused"].value is False
+    again = run(0)
+    assert again["reused"].value is True
+    assert again["long_los: test metrics"] == first["long_los: test metrics"]
+    assert run(1)["reused"].value is False  # a baseline's predictions changed
