@@ -149,9 +149,6 @@ def _moe_asset(task: str) -> AssetsDefinition:
     def _moe(
         context: AssetExecutionContext, config: MoETrainConfig, project: ProjectResource
     ) -> MaterializeResult:
-        import moe
-        from moe.api import pattern_markdown, write_outputs
-
         out = project.paths().data_dir / "models" / task
         key = reuse.fit_key(
             [project.paths().table(UPSTREAM)],
@@ -161,6 +158,9 @@ def _moe_asset(task: str) -> AssetsDefinition:
         if saved is not None:
             context.log.info(f"{name}: dataset, settings and code unchanged; outputs reused")
             return MaterializeResult(metadata={**saved, "reused": True})
+        import moe  # after the reuse check: torch and scikit-learn take seconds to import
+        from moe.api import pattern_markdown, write_outputs
+
         table = read_dataset(project, name)
         reuse.invalidate(out)
         model = moe.fit(table, task, config.moe_config())
@@ -211,9 +211,6 @@ def _baselines_asset(task: str) -> AssetsDefinition:
     def _baselines(
         context: AssetExecutionContext, config: BaselinesConfig, project: ProjectResource
     ) -> MaterializeResult:
-        import moe
-        from moe.api import fit_ablation, write_outputs
-
         root = project.paths().data_dir / "models" / task / "baselines"
         rows = ["| model | test AUROC | test AUPRC |", "|---|---:|---:|"]
         summary: dict[str, Any] = {}
@@ -231,6 +228,9 @@ def _baselines_asset(task: str) -> AssetsDefinition:
                 reused.append(kind)
             else:
                 context.log.info(f"{task}: fitting {kind}")
+                import moe
+                from moe.api import fit_ablation, write_outputs
+
                 if table is None:
                     table = read_dataset(project, name)
                 reuse.invalidate(out)

@@ -90,9 +90,6 @@ def _cxr_weights(context: AssetExecutionContext) -> str | None:
 def moe_report(
     context: AssetExecutionContext, config: ReportConfig, project: ProjectResource
 ) -> MaterializeResult:
-    from moe.plots import png_data_uri
-    from moe.report import build_report, headline_markdown
-
     paths = project.paths()
     if not paths.table("multimodal_dataset").exists():
         raise Failure(
@@ -112,6 +109,9 @@ def moe_report(
     if saved is not None:
         context.log.info("moe_report: its inputs, settings and code are unchanged; report reused")
         return MaterializeResult(metadata={**saved, "reused": True})
+    from moe.plots import png_data_uri  # after the reuse check: matplotlib, torch
+    from moe.report import build_report, headline_markdown
+
     reuse.invalidate(out_dir)
     rep = build_report(
         paths.data_dir,

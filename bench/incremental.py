@@ -32,6 +32,9 @@ def _env(data_dir: Path, stays: int) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "MOE_MIMIC_ROOT": "",
+        # the runs use an ephemeral instance: the user's instance (checked for dead runs'
+        # pool slots when the definitions load) is not part of what is measured
+        "DAGSTER_HOME": "",
     }
 
 

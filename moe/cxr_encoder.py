@@ -144,9 +144,7 @@ class CxrEncoder:
         num_workers: int = 2,
         size: int = 224,
     ) -> None:
-        from moe.text_encoder import resolve_device
-
-        self.device = resolve_device(device)
+        self._device_cfg = device
         self.batch_size = max(1, int(batch_size))
         self.num_workers = max(0, int(num_workers))
         self.size = int(size)
@@ -184,6 +182,18 @@ class CxrEncoder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def device(self) -> str:
+        """The resolved device ('auto' asks torch, which imports it)."""
+        from moe.text_encoder import resolve_device
+
+        return resolve_device(self._device_cfg)
+
+    @property
+    def device_used(self) -> str:
+        """For run metadata: the device, or that the model was never needed."""
+        return self.device if self.loaded else "none (every image was cached)"
 
     @property
     def model(self) -> Any:
@@ -278,26 +288,34 @@ def fill_cxr_cache(
     New entries are written as shard files every `flush_every` images, so a killed run
     loses at most that much work.
     """
-    import torch
-
     stats = CxrFillStats(keys=[None] * len(files), n_images=len(files))
     if not files:
         return stats
     t_start = time.perf_counter()
     cached = frozenset(cache.keys())
     ds = _FileDataset(files, cached, encoder.size)
-    loader: Any = torch.utils.data.DataLoader(
-        ds,  # type: ignore[arg-type]
-        batch_size=encoder.batch_size,
-        shuffle=False,
-        num_workers=encoder.num_workers if len(files) >= min_files_for_workers else 0,
-        collate_fn=_collate,
-    )
+    workers = encoder.num_workers if len(files) >= min_files_for_workers else 0
+    loader: Any
+    if workers:
+        import torch
+
+        loader = torch.utils.data.DataLoader(
+            ds,  # type: ignore[arg-type]
+            batch_size=encoder.batch_size,
+            shuffle=False,
+            num_workers=workers,
+            collate_fn=_collate,
+        )
+    else:  # in-process: the same batches without importing torch (all-cached re-runs)
+        bs = encoder.batch_size
+        loader = [range(s, min(s + bs, len(ds))) for s in range(0, len(ds), bs)]
     pend_keys: list[str] = []
     pend_vecs: list[np.ndarray | None] = []
     pend_ok: list[bool] = []
     seen_now: set[str] = set()
     n_batches = len(loader)
+    if not workers:
+        loader = ([ds[i] for i in r] for r in loader)
 
     def flush() -> None:
         cache.put(shard, pend_keys, pend_vecs, pend_ok)

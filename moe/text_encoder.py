@@ -198,7 +198,7 @@ class TextEncoder:
     ) -> None:
         enforce_offline()
         path, name = resolve_text_model(model)
-        self.device = resolve_device(device)
+        self._device_cfg = device
         self.model_path = path
         self.model_name = name
         self.revision = model_revision(path)
@@ -236,6 +236,16 @@ class TextEncoder:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def device(self) -> str:
+        """The resolved device ('auto' asks torch, which imports it)."""
+        return resolve_device(self._device_cfg)
+
+    @property
+    def device_used(self) -> str:
+        """For run metadata: the device, or that the model was never needed."""
+        return self.device if self.loaded else "none (every note was cached)"
 
     @property
     def tokenizer(self) -> Any:

@@ -43,9 +43,11 @@ def file_digest(path: Path) -> str:
 
 def code_digest() -> str:
     """Digest of the `moe` package's sources: a change to the model code refits."""
-    import moe
+    import importlib.util
 
-    root = Path(moe.__file__).resolve().parent
+    spec = importlib.util.find_spec("moe")  # located, not imported (torch is slow to import)
+    assert spec is not None and spec.origin is not None
+    root = Path(spec.origin).resolve().parent
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         h.update(str(p.relative_to(root)).encode())

@@ -141,9 +141,10 @@ def test_small_shards_decode_in_process(tmp_path: Path, monkeypatch: pytest.Monk
     f = tmp_path / "0.jpg"
     f.write_bytes(_img_bytes(_gray(30)))
     cache = EmbeddingCache(tmp_path / "cache", "cxr", enc.model_key, CXR_DIM)
-    fill_cxr_cache(enc, cache, "p12", [f])
-    fill_cxr_cache(enc, cache, "p13", [f], min_files_for_workers=1)
-    assert seen == [0, 2]
+    small = fill_cxr_cache(enc, cache, "p12", [f])
+    assert seen == [] and small.embedded == 1  # decoded in-process, no DataLoader
+    big = fill_cxr_cache(enc, cache, "p13", [f], min_files_for_workers=1)
+    assert seen == [2] and big.cache_hits == 1
 
 
 def test_model_is_built_only_when_an_image_needs_embedding(tmp_path: Path) -> None:
