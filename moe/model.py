@@ -60,6 +60,7 @@ class MoEConfig:
     max_epochs: int = 40
     patience: int = 8
     balance_weight: float = 0.01
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
     class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
     prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
     seed: int = 0
@@ -75,6 +76,8 @@ class MoEConfig:
                 raise ValueError(f"expert subset {s!r} must be a non-empty subset of {MODALITIES}")
         if self.top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema must be in [0, 1)")
         if self.class_weight not in ("balanced", "none"):
             raise ValueError("class_weight must be 'balanced' or 'none'")
 

@@ -167,6 +167,22 @@ def predict_module(
     return torch.cat(outs).numpy()
 
 
+class _WeightAverage:
+    """Exponential moving average of a module's floating-point state (Polyak averaging)."""
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.state[k].mul_(self.decay).add_(v.detach(), alpha=1.0 - self.decay)
+            else:
+                self.state[k].copy_(v)
+
+
 def train_module(
     module: M,
     tr: Arrays,
@@ -191,6 +207,7 @@ def train_module(
     hist: dict[str, Any] = {"val_auprc": [], "train_loss": [], "pos_weight": pw}
     t0 = time.perf_counter()
     n = len(tr)
+    ema = _WeightAverage(module, cfg.ema) if cfg.ema > 0 else None
     for epoch in range(cfg.max_epochs):
         module.train()
         perm = torch.randperm(n, generator=gen)
@@ -207,8 +224,14 @@ def train_module(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update(module)
             total += float(loss.detach()) * len(idx)
         hist["train_loss"].append(total / max(n, 1))
+        live = None
+        if ema is not None:  # validate (and keep) the averaged weights
+            live = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            module.load_state_dict(ema.state)
         if has_val:
             assert va.y is not None
             score = auprc(va.y, predict_module(module, va, device))
@@ -220,8 +243,10 @@ def train_module(
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             bad += 1
-            if bad >= cfg.patience:
-                break
+        if live is not None:
+            module.load_state_dict(live)
+        if bad >= cfg.patience:
+            break
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import pyarrow as pa
 from sql.runner import (
     RAW_TABLES,
     VARIABLES_CSV,
+    RawInputError,
     check_gzip,
     code_hash,
     combine,
@@ -134,8 +136,10 @@ def build_staged(
     if reused is not None:
         reused.warnings = warnings
         return reused
-    if source is not None:
-        check_gzip(source)  # a truncated download fails here, before anything is written
+    # a truncated download must fail before any output is replaced: the whole-file check
+    # runs in a thread while DuckDB parses, and is awaited before the output is committed
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"check-{name}")
+    checked = pool.submit(check_gzip, source) if source is not None else None
     con = connect(settings)
     try:
         raw_view(con, table, source)
@@ -146,9 +150,15 @@ def build_staged(
             fingerprint,
             source,
             extra_stats={"source": str(source) if source else "absent"},
+            before_commit=checked.result if checked is not None else None,
         )
+    except RawInputError:
+        if checked is not None and checked.exception() is not None:
+            raise checked.exception() from None  # the gzip's own error names the real cause
+        raise
     finally:
         con.close()
+        pool.shutdown(wait=True)
     return BuildResult(out, fingerprint, stats, reused=False, warnings=warnings)
 
 

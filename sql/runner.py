@@ -19,7 +19,7 @@ import json
 import os
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,15 +282,28 @@ def validate_raw(root: Path, table: RawTable) -> Path | None:
     return path
 
 
+def _inflate_module() -> Any:
+    """ISA-L's zlib-compatible inflater (about 3x faster) when installed, else zlib."""
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib
+    except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+        return zlib
+
+
 def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
     """Decompress a .gz file end to end (streaming, constant memory) so that a truncated or
-    corrupt download is a clear error before anything is staged from it: DuckDB alone
-    reads a truncated gzip up to the break without complaint."""
+    corrupt download is a clear error before any output is replaced from it: DuckDB alone
+    reads a truncated gzip up to the break without complaint. The staging runs it in a
+    thread beside DuckDB's own read (both release the GIL), so it costs a core, not time."""
     if path.suffix != ".gz":
         return
+    z = _inflate_module()
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, z.error)
     try:
         with path.open("rb") as f:
-            d = zlib.decompressobj(wbits=31)
+            d = z.decompressobj(wbits=31)
             pending = False  # input given to the current gzip member, not yet at its end
             while block := f.read(chunk):
                 while block:
@@ -299,11 +312,11 @@ def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
                     block = d.unconsumed_tail
                     if d.eof:  # member complete: the next one may follow
                         block = d.unused_data + block
-                        d = zlib.decompressobj(wbits=31)
+                        d = z.decompressobj(wbits=31)
                         pending = False
             if pending:
                 raise EOFError("the compressed stream ends before its end-of-stream marker")
-    except (OSError, EOFError, zlib.error) as err:
+    except errors as err:
         raise RawInputError(
             f"{path}: corrupt or truncated gzip ({type(err).__name__}: {err}). Check it with "
             f"`gzip -t {path}` and download it again from PhysioNet. No output was replaced."
@@ -488,9 +501,11 @@ def stage_table(
     fingerprint: str,
     source: Path | None,
     extra_stats: Mapping[str, Any] | None = None,
+    before_commit: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
     """Run a staging statement (its rows carry `_reject`: NULL keeps the row, else the
-    reason it is dropped), write the kept rows atomically, return row and reject counts."""
+    reason it is dropped), write the kept rows atomically, return row and reject counts.
+    `before_commit` runs before the output is replaced; if it raises, nothing is."""
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = _tmp_beside(out, "parsed")
     try:
@@ -527,6 +542,8 @@ def stage_table(
         stats["rows"] = int(
             con.execute(f"SELECT count(*) FROM ({kept_query})").fetchone()[0]  # type: ignore[index]
         )
+        if before_commit is not None:
+            before_commit()
         write_parquet_atomic(con, kept_query, out, fingerprint, stats)
     finally:
         scratch.unlink(missing_ok=True)

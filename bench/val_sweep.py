@@ -1,0 +1,73 @@
+"""Choose MoE settings on the validation split of `bench.quality`'s datasets (never on test).
+
+    python -m bench.val_sweep --workdir bench_quality --seeds 0,1 \
+        --variant base= --variant ema='{"ema": 0.9}'
+
+For each seed's `<workdir>/seed<S>/multimodal_dataset.parquet` (built by `bench.quality`)
+and each task, fits the MoE with the default settings updated by each variant's JSON and
+prints the validation AUROC and AUPRC (mean over seeds) and the fit seconds. The test split
+is not read; compare the chosen setting on test with `bench.quality` afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TASKS = ("mortality", "long_los", "readmission")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workdir", default="bench_quality")
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument(
+        "--variant", action="append", default=[], help="name=JSON of MoEConfig overrides"
+    )
+    args = ap.parse_args(argv)
+
+    import pyarrow.parquet as pq
+
+    import moe
+    from moe.api import predictions
+    from moe.metrics import auprc, auroc
+
+    variants: dict[str, dict[str, Any]] = {}
+    for v in args.variant or ["base="]:
+        name, _, js = v.partition("=")
+        variants[name] = json.loads(js) if js.strip() else {}
+    tasks = [t for t in args.tasks.split(",") if t]
+    rows: dict[str, dict[str, list[float]]] = {n: {} for n in variants}
+    for s in [int(x) for x in args.seeds.split(",") if x]:
+        table = pq.read_table(Path(args.workdir) / f"seed{s}" / "multimodal_dataset.parquet")
+        for task in tasks:
+            for name, over in variants.items():
+                t0 = time.perf_counter()
+                m = moe.fit(table, task, {"seed": s, "device": "cpu", **over})
+                sec = time.perf_counter() - t0
+                p = predictions(m, table, task)
+                val = p[p.split == "val"]
+                r = rows[name]
+                r.setdefault(f"{task} auroc", []).append(auroc(val.y_true, val.y_prob))
+                r.setdefault(f"{task} auprc", []).append(auprc(val.y_true, val.y_prob))
+                r.setdefault("seconds", []).append(sec)
+                print(
+                    f"seed {s} {task:<12} {name:<16} val AUROC {r[f'{task} auroc'][-1]:.4f} "
+                    f"AUPRC {r[f'{task} auprc'][-1]:.4f} ({sec:.0f} s)",
+                    flush=True,
+                )
+    print("\nmean over seeds (validation split)")
+    for name, r in rows.items():
+        tot = sum(float(np.mean(r[f"{t} auroc"])) for t in tasks)
+        cells = " ".join(f"{t} {np.mean(r[f'{t} auroc']):.4f}" for t in tasks)
+        print(f"{name:<16} {cells}  sum {tot:.4f}  fit s {np.mean(r['seconds']):.0f}")
+
+
+if __name__ == "__main__":
+    main()
