@@ -131,6 +131,12 @@ def run_incremental(
     first = runs["first"]["wall_s"]
     # the same ratios on the in-process materialize time (without the ~Dagster import)
     first_m = runs["first"]["materialize_s"]
+
+    def data_step_s(name: str) -> float:
+        """Seconds of the data steps (staging .. dataset), without the heads and report."""
+        return sum(v for k, v in runs[name]["steps"].items() if not is_head_step(k))
+
+    first_d = data_step_s("first")
     return {
         "stays": stays,
         "groups": scope,
@@ -140,7 +146,14 @@ def run_incremental(
         "new_data_ratio": runs["new_1pct"]["wall_s"] / first,
         "rerun_ratio_materialize_only": runs["unchanged"]["materialize_s"] / first_m,
         "new_data_ratio_materialize_only": runs["new_1pct"]["materialize_s"] / first_m,
+        "rerun_ratio_data_steps": data_step_s("unchanged") / first_d if first_d else None,
+        "new_data_ratio_data_steps": data_step_s("new_1pct") / first_d if first_d else None,
     }
+
+
+def is_head_step(step: str) -> bool:
+    """Model, baseline and report steps: refitted whenever the dataset changes at all."""
+    return step.startswith(("moe_", "baselines_"))
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -161,6 +174,14 @@ def markdown(res: dict[str, Any]) -> str:
             f"{r['wall_s'] / runs['first']['wall_s']:.3f} | "
             f"{r['materialize_s'] / runs['first']['materialize_s']:.3f} |"
         )
+    if res.get("new_data_ratio_data_steps") is not None:
+        lines += [
+            "",
+            "Data steps only (staging to `multimodal_dataset`, step seconds; the model, baseline "
+            "and report steps refit whenever the dataset changes at all, a fixed cost that does "
+            f"not shrink with the size of the change): unchanged {res['rerun_ratio_data_steps']:.3f}"
+            f", 1% new data {res['new_data_ratio_data_steps']:.3f} of the first run.",
+        ]
     steps = sorted(runs["first"]["steps"], key=lambda k: -runs["first"]["steps"][k])
     lines += ["", "| asset step | first s | unchanged s | new 1% s |", "|---|---:|---:|---:|"]
     for s in steps:

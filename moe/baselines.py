@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.metrics import auprc
-from moe.model import MoEConfig
+from moe.model import MoEConfig, is_projected
 from moe.train import (
     fit_input_transform,
     labelled_split,
@@ -52,7 +52,7 @@ class InputMLP(nn.Module):
         self.with_mask = with_mask
         # the MoE's input projection too (cfg.proj_dim), so that a comparison with the MoE
         # measures the mixture, not the projection
-        self.projected = {m: 0 < cfg.proj_dim < dims[m] for m in mods}
+        self.projected = {m: is_projected(dims[m], cfg.proj_dim) for m in mods}
         widths = {m: cfg.proj_dim if self.projected[m] else dims[m] for m in mods}
         d_in = sum(widths.values()) + (len(MODALITIES) if with_mask else 0)
         for m in mods:

@@ -111,6 +111,12 @@ def expert_names(subsets: list[tuple[str, ...]]) -> list[str]:
     return out
 
 
+def is_projected(d_in: int, proj_dim: int) -> bool:
+    """Whether a modality of width `d_in` goes through the train-PCA projection to `proj_dim`
+    (only when that makes it narrower): one rule for the MoE, the baselines and the fit."""
+    return 0 < proj_dim < d_in
+
+
 class ModalityEncoder(nn.Module):
     """Standardise with train statistics (buffers), optionally project onto the top
     `proj_dim` principal directions of the train vectors (a fixed buffer, for inputs wider
@@ -127,7 +133,7 @@ class ModalityEncoder(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(d_in))
         self.register_buffer("std", torch.ones(d_in))
-        self.projected = 0 < proj_dim < d_in
+        self.projected = is_projected(d_in, proj_dim)
         d = proj_dim if self.projected else d_in
         if self.projected:
             self.register_buffer("proj", torch.eye(d_in)[:, :proj_dim].clone())

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.metrics import auprc
-from moe.model import MoE, MoEConfig
+from moe.model import MoE, MoEConfig, is_projected
 
 
 def resolve_device(name: str) -> torch.device:
@@ -109,7 +109,7 @@ def pca_projections(
     out = {}
     for j, m in enumerate(MODALITIES):
         d = a.x[m].shape[1]
-        if not 0 < k < d:
+        if not is_projected(d, k):
             continue
         mean, std = (t.double().numpy() for t in stats[m])
         v = (a.x[m][a.mask[:, j]].astype(np.float64) - mean) / std
