@@ -1,7 +1,7 @@
 """Choose MoE settings on the validation split of `bench.quality`'s datasets (never on test).
 
     python -m bench.val_sweep --workdir bench_quality --seeds 0,1 \
-        --variant base= --variant ema='{"ema": 0.9}'
+        --variant base= --variant ema='{"ema": 0.9}' --variant ens3='{"_ensemble": 3}'
 
 For each seed's `<workdir>/seed<S>/multimodal_dataset.parquet` (built by `bench.quality`)
 and each task, fits the MoE with the default settings updated by each variant's JSON and
@@ -49,9 +49,15 @@ def main(argv: list[str] | None = None) -> None:
         for task in tasks:
             for name, over in variants.items():
                 t0 = time.perf_counter()
-                m = moe.fit(table, task, {"seed": s, "device": "cpu", **over})
+                cfg = {k: v for k, v in over.items() if not k.startswith("_")}
+                k_members = int(over.get("_ensemble", 1))  # mean of k seeds' probabilities
+                probs = []
+                for i in range(k_members):
+                    m = moe.fit(table, task, {"seed": s * 100 + i, "device": "cpu", **cfg})
+                    p = predictions(m, table, task)
+                    probs.append(p.y_prob.to_numpy())
+                p = p.assign(y_prob=np.mean(probs, axis=0))
                 sec = time.perf_counter() - t0
-                p = predictions(m, table, task)
                 val = p[p.split == "val"]
                 r = rows[name]
                 r.setdefault(f"{task} auroc", []).append(auroc(val.y_true, val.y_prob))

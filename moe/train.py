@@ -18,6 +18,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.metrics import auprc
-from moe.model import MoE, MoEConfig, is_projected
+from moe.model import MoE, MoEConfig, MoEEnsemble, is_projected
 
 
 def resolve_device(name: str) -> torch.device:
@@ -275,7 +276,9 @@ class FittedMoE:
 
     kind = "moe"
 
-    def __init__(self, module: MoE, task: str, config: MoEConfig, history: dict | None = None):
+    def __init__(
+        self, module: MoE | MoEEnsemble, task: str, config: MoEConfig, history: dict | None = None
+    ):
         self.module = module
         self.task = task
         self.config = config
@@ -329,7 +332,7 @@ class FittedMoE:
         d = Path(directory)
         meta = json.loads((d / "config.json").read_text())
         cfg = MoEConfig.from_dict({**meta["config"], "device": device})
-        module = MoE(meta["dims"], cfg)
+        module = build_module(meta["dims"], cfg)
         blob = torch.load(d / "model.pt", map_location=device, weights_only=True)
         module.load_state_dict(blob["state_dict"])
         module.to(resolve_device(device)).eval()
@@ -350,11 +353,43 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
         raise ValueError(f"no labelled rows with split == 'train' for task {task!r}")
     assert tr.y is not None
     with torch_threads(cfg.threads):
-        seed_everything(cfg.seed)
-        module = MoE(a.dims(), cfg)
-        fit_input_transform(module, tr, cfg.proj_dim)
-        module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
-        if cfg.prior_correction:
-            pw = pos_weight_of(tr.y, cfg.class_weight)
-            module.logit_offset.fill_(-math.log(pw))  # type: ignore[operator]
+        module: MoE | MoEEnsemble
+        if cfg.ensemble == 1:
+            module, hist = _fit_one(a.dims(), tr, va, cfg)
+        else:
+            members, hists = [], []
+            for i in range(cfg.ensemble):
+                m, h = _fit_one(a.dims(), tr, va, replace(cfg, seed=cfg.seed + i))
+                members.append(m)
+                hists.append(h)
+            ens = build_module(a.dims(), cfg)
+            assert isinstance(ens, MoEEnsemble)
+            for slot, m in zip(ens.members, members, strict=True):
+                slot.load_state_dict(m.state_dict())
+            module = ens.eval()
+            hist = {
+                "members": hists,
+                "epochs_run": sum(h["epochs_run"] for h in hists),
+                "seconds": sum(h["seconds"] for h in hists),
+            }
     return FittedMoE(module, task, cfg, hist)
+
+
+def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
+    """An untrained MoE, or an ensemble of `cfg.ensemble` of them."""
+    return MoE(dims, cfg) if cfg.ensemble == 1 else MoEEnsemble(dims, cfg, cfg.ensemble)
+
+
+def _fit_one(
+    dims: dict[str, int], tr: Arrays, va: Arrays, cfg: MoEConfig
+) -> tuple[MoE, dict[str, Any]]:
+    """One MoE: seeded init, input transform from train rows, training, prior correction."""
+    assert tr.y is not None
+    seed_everything(cfg.seed)
+    module = MoE(dims, cfg)
+    fit_input_transform(module, tr, cfg.proj_dim)
+    module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
+    if cfg.prior_correction:
+        pw = pos_weight_of(tr.y, cfg.class_weight)
+        module.logit_offset.fill_(-math.log(pw))  # type: ignore[operator]
+    return module, hist

@@ -219,3 +219,22 @@ def test_top_principal_directions_match_a_full_eigendecomposition(n):
     again = top_principal_directions(v, 8)  # memoised: same values, not a shared array
     again[1][:] = 0
     assert np.array_equal(top_principal_directions(v, 8)[1], vec)
+
+
+def test_seed_ensemble_averages_members_and_round_trips(tmp_path):
+    table = make_table(400, seed=4, dims={"ehr": 6, "notes": 9, "cxr": 12})[0]
+    cfg = {**FAST, "max_epochs": 2}
+    single = moe.fit(table, "mortality", cfg)
+    ens = moe.fit(table, "mortality", {**cfg, "ensemble": 2})
+    assert len(ens.module.members) == 2 and ens.expert_names == single.expert_names
+    # member 0 is the single model with the same seed; the prediction is the mean logit
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    m0 = FittedMoE(ens.module.members[0], "mortality", single.config)
+    m1 = FittedMoE(ens.module.members[1], "mortality", single.config)
+    assert np.allclose(m0.predict_proba(table), single.predict_proba(table), atol=1e-6)
+    mean = (logit(m0.predict_proba(table)) + logit(m1.predict_proba(table))) / 2
+    assert np.allclose(logit(ens.predict_proba(table)), mean, atol=1e-4)
+    assert not np.allclose(m0.predict_proba(table), m1.predict_proba(table))
+    assert ens.gate_weights(table).shape == (len(table), len(ens.expert_names))
+    ens.save(tmp_path)
+    assert np.array_equal(moe.load(tmp_path).predict_proba(table), ens.predict_proba(table))
