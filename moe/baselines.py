@@ -187,16 +187,30 @@ def _fit_gbm(tr: Arrays, va: Arrays, cfg: MoEConfig, pca_dim: int = 32, max_iter
     if len(va) and len(np.unique(va.y)) == 2:
         scores = [auprc(va.y, p[:, 1]) for p in gbm.staged_predict_proba(X_va)]
         best_iter = int(np.argmax(scores)) + 1
-        if best_iter < max_iter:
-            gbm = HistGradientBoostingClassifier(max_iter=best_iter, **params)  # type: ignore[arg-type]
-            gbm.fit(X_tr, tr.y)
-    if cw == "balanced":  # undo the class weighting's shift of the odds, as for the MLPs
-        gbm = _PriorCorrected(gbm, math.log(pos_weight_of(tr.y, "balanced")))
-    return gbm, pcas, {"best_iter": best_iter, "val_auprc": scores[best_iter - 1] if scores else None}
+    # boosting without subsampling or early stopping is deterministic, so the first best_iter
+    # trees are the model a refit with max_iter=best_iter would build: truncate, not refit
+    model: Any = _FirstTrees(gbm, best_iter) if best_iter < max_iter else gbm
+    offset = math.log(pos_weight_of(tr.y, "balanced")) if cw == "balanced" else 0.0
+    # undo the class weighting's shift of the odds, as for the MLPs
+    history = {"best_iter": best_iter, "val_auprc": scores[best_iter - 1] if scores else None}
+    return _PriorCorrected(model, offset), pcas, history
+
+
+class _FirstTrees:
+    """A fitted boosting model's decision function from its first `n` iterations only."""
+
+    def __init__(self, model: Any, n: int):
+        self.model, self.n = model, n
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        for i, z in enumerate(self.model.staged_decision_function(X), start=1):
+            if i == self.n:
+                return np.asarray(z)
+        raise ValueError(f"the model has fewer than {self.n} iterations")
 
 
 class _PriorCorrected:
-    def __init__(self, model: HistGradientBoostingClassifier, offset: float):
+    def __init__(self, model: Any, offset: float):
         self.model, self.offset = model, offset
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

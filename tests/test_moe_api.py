@@ -218,3 +218,21 @@ def test_report_is_reused_until_a_model_output_changes(toy, tmp_path):
     assert again["reused"].value is True
     assert again["long_los: test metrics"] == first["long_los: test metrics"]
     assert run(1)["reused"].value is False  # a baseline's predictions changed
+
+
+def test_gbm_truncated_to_its_best_iteration_equals_a_refit(toy):
+    """The GBM keeps its first best_iter trees instead of refitting with max_iter=best_iter;
+    boosting without subsampling is deterministic, so the two must predict the same."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from moe.baselines import _FirstTrees
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5))
+    y = (X[:, 0] + rng.normal(size=300) > 0).astype(int)
+    params = dict(learning_rate=0.1, max_leaf_nodes=7, early_stopping=False, random_state=0)
+    full = HistGradientBoostingClassifier(max_iter=40, **params).fit(X, y)
+    refit = HistGradientBoostingClassifier(max_iter=17, **params).fit(X, y)
+    assert np.allclose(_FirstTrees(full, 17).decision_function(X), refit.decision_function(X))
+    m = moe.fit_baseline(toy, "mortality", "gbm", FAST)
+    assert m.history["best_iter"] >= 1 and np.isfinite(m.predict_proba(toy)).all()
