@@ -3,7 +3,7 @@
 Outputs under `$MOE_DATA_DIR/models/<task>/`:
 - `moe_<task>`: `model.pt, config.json, metrics.json, predictions.parquet, roc.png`
 - `baselines_<task>`: `baselines/<kind>/predictions.parquet + metrics.json` for each baseline
-  kind and each MoE ablation (`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`).
+  kind and each MoE ablation (`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`).
 `predictions.parquet`: `stay_id, split, y_true, y_prob` for every stay with a label for the
 task (all splits); stays with a null label are left out of that task.
 """
@@ -58,6 +58,10 @@ class MoETrainConfig(Config):
     max_epochs: int = Field(default=40, description="Epoch cap.")
     patience: int = Field(default=8, description="Early stopping patience (epochs, val AUPRC).")
     balance_weight: float = Field(default=0.01, description="Load-balancing loss weight.")
+    ensemble: int = Field(
+        default=3, description="Independently seeded MoEs averaged (mean logit); 1: a single MoE."
+    )
+    ema: float = Field(default=0.0, description="Weight averaging decay (0: off).")
     seed: int = Field(default=0, description="Seed for init, batches and dropout.")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
     threads: int = Field(default=0, description="torch CPU threads while fitting (0: torch default).")
@@ -81,7 +85,7 @@ class BaselinesConfig(MoETrainConfig):
         description="Baselines to fit.",
     )
     ablations: list[str] = Field(
-        default=["moe_no_masking", "moe_no_dropout", "moe_single_expert"],
+        default=["moe_no_masking", "moe_no_dropout", "moe_single_expert", "moe_no_ensemble"],
         description="MoE ablations to fit (same layout as the baselines).",
     )
 

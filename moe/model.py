@@ -61,7 +61,7 @@ class MoEConfig:
     patience: int = 8
     balance_weight: float = 0.01
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
-    ensemble: int = 1  # >1: mean logit of this many MoEs seeded seed, seed+1, ...
+    ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
     class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
     prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
     seed: int = 0

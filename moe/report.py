@@ -423,7 +423,7 @@ def build_report(
         f"Features: {note}", "",
         "Models: `moe` (availability-aware mixture of experts), baselines (`ehr_only`, "
         "`notes_only`, `cxr_only`, `early_fusion`, `late_fusion`, `gbm`) and MoE ablations "
-        "(`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`), all on the same splits.",
+        "(`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`), all on the same splits.",
         "",
     ]
     text = "\n".join(head + sections)

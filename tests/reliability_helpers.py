@@ -55,7 +55,7 @@ TABLES = [
 
 
 def fast_run_config(stays: int = DEMO_STAYS, in_process: bool = True) -> dict[str, Any]:
-    train = {"max_epochs": 3, "patience": 2, "n_boot": 20, "threads": 1, "device": "cpu"}
+    train = {"max_epochs": 3, "patience": 2, "ensemble": 1, "n_boot": 20, "threads": 1, "device": "cpu"}
     ops: dict[str, Any] = {
         "mimic_raw": {"config": {"demo_stays": stays, "demo_seed": 0}},
         "note_embeddings": {"config": {"device": "cpu", "batch_size": 16}},

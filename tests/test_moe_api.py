@@ -18,7 +18,7 @@ from moe.baselines import KINDS
 from moe.toydata import make_table
 
 torch.set_num_threads(1)
-FAST = {"max_epochs": 3, "patience": 2, "width": 16, "expert_hidden": 16, "threads": 1}
+FAST = {"max_epochs": 3, "patience": 2, "ensemble": 1, "width": 16, "expert_hidden": 16, "threads": 1}
 
 
 @pytest.fixture(scope="module")

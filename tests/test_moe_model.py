@@ -15,7 +15,7 @@ from moe.train import FittedMoE, modality_dropout
 
 torch.set_num_threads(1)
 DIMS = {"ehr": 6, "notes": 5, "cxr": 4}
-FAST = {"max_epochs": 4, "patience": 2, "width": 16, "expert_hidden": 16, "threads": 1,
+FAST = {"max_epochs": 4, "patience": 2, "ensemble": 1, "width": 16, "expert_hidden": 16, "threads": 1,
         "batch_size": 256}
 
 

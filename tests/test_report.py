@@ -15,7 +15,7 @@ from moe.api import fit_ablation, write_outputs
 from moe.metrics import auroc
 from moe.toydata import make_table
 
-QUICK = {"max_epochs": 3, "patience": 2, "width": 16, "expert_hidden": 16, "batch_size": 256,
+QUICK = {"max_epochs": 3, "patience": 2, "ensemble": 1, "width": 16, "expert_hidden": 16, "batch_size": 256,
          "device": "cpu", "threads": 1}
 TASK = "mortality"
 
