@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_bytes
+from moe.lazy_model import LazyModel
 
 __all__ = [
     "CXR_DIM",
@@ -132,8 +133,10 @@ def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
 
-class CxrEncoder:
+class CxrEncoder(LazyModel):
     """DenseNet-121 (torchxrayvision) -> `features2` 1024-d vectors."""
+
+    _unit = "image"
 
     def __init__(
         self,
@@ -178,22 +181,6 @@ class CxrEncoder:
             revision,
             {"preprocess": PREPROCESS_ID, "size": self.size, "layer": "features2"},
         )
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def device(self) -> str:
-        """The resolved device ('auto' asks torch, which imports it)."""
-        from moe.text_encoder import resolve_device
-
-        return resolve_device(self._device_cfg)
-
-    @property
-    def device_used(self) -> str:
-        """For run metadata: the device, or that the model was never needed."""
-        return self.device if self.loaded else "none (every image was cached)"
 
     @property
     def model(self) -> Any:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
+from moe.lazy_model import LazyModel, resolve_device
 
 __all__ = [
     "DEFAULT_TEXT_MODEL",
@@ -69,14 +70,6 @@ def enforce_offline() -> None:
         hub_constants.HF_HUB_DISABLE_TELEMETRY = True
     except Exception:  # pragma: no cover - hub not installed or layout changed
         pass
-
-
-def resolve_device(device: str = "auto") -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def resolve_text_model(model: str) -> tuple[Path, str]:
@@ -185,8 +178,10 @@ def peek_model_info(path: Path) -> tuple[int, int] | None:
         return None
 
 
-class TextEncoder:
+class TextEncoder(LazyModel):
     """A local sentence-transformers model with chunking, pooling and a cache key."""
+
+    _unit = "note"
 
     def __init__(
         self,
@@ -232,20 +227,6 @@ class TextEncoder:
             )
             self._model.eval()
         return self._model
-
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
-
-    @property
-    def device(self) -> str:
-        """The resolved device ('auto' asks torch, which imports it)."""
-        return resolve_device(self._device_cfg)
-
-    @property
-    def device_used(self) -> str:
-        """For run metadata: the device, or that the model was never needed."""
-        return self.device if self.loaded else "none (every note was cached)"
 
     @property
     def tokenizer(self) -> Any:
