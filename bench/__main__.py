@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=None, help="best of N per staging contender")
+    ap.add_argument(
+        "--demo-stays",
+        type=int,
+        default=None,
+        help="generated stays for the incremental re-run (default: 100 full, 80 quick)",
+    )
     ap.add_argument("--json", type=Path, default=None, help="write the full results here")
     ap.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     args = ap.parse_args(argv)
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "incremental",
             lambda: incremental.run_incremental(
                 workdir / "incremental",
-                DEMO_STAYS[profile],
+                args.demo_stays or DEMO_STAYS[profile],
                 groups=INCREMENTAL_GROUPS[profile],
                 log=log,
             ),  # fmt: skip
