@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,27 +282,26 @@ def fill_cxr_cache(
     cached = frozenset(cache.keys())
     ds = _FileDataset(files, cached, encoder.size)
     workers = encoder.num_workers if len(files) >= min_files_for_workers else 0
-    loader: Any
+    bs = encoder.batch_size
+    starts = range(0, len(ds), bs)
+    n_batches = len(starts)
+    batches: Iterable[list[dict[str, Any]]]
     if workers:
         import torch
 
-        loader = torch.utils.data.DataLoader(
+        batches = torch.utils.data.DataLoader(
             ds,  # type: ignore[arg-type]
-            batch_size=encoder.batch_size,
+            batch_size=bs,
             shuffle=False,
             num_workers=workers,
             collate_fn=_collate,
         )
     else:  # in-process: the same batches without importing torch (all-cached re-runs)
-        bs = encoder.batch_size
-        loader = [range(s, min(s + bs, len(ds))) for s in range(0, len(ds), bs)]
+        batches = ([ds[i] for i in range(s, min(s + bs, len(ds)))] for s in starts)
     pend_keys: list[str] = []
     pend_vecs: list[np.ndarray | None] = []
     pend_ok: list[bool] = []
     seen_now: set[str] = set()
-    n_batches = len(loader)
-    if not workers:
-        loader = ([ds[i] for i in r] for r in loader)
 
     def flush() -> None:
         cache.put(shard, pend_keys, pend_vecs, pend_ok)
@@ -310,7 +309,7 @@ def fill_cxr_cache(
         pend_vecs.clear()
         pend_ok.clear()
 
-    for b, items in enumerate(loader):
+    for b, items in enumerate(batches):
         ok_items = []
         for it in items:
             stats.keys[it["i"]] = it["key"]

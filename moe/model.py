@@ -345,13 +345,11 @@ class MoEEnsemble(nn.Module):
     Seed averaging lowers the variance of a fit on a few thousand stays; member 0 is the
     single MoE with the same seed."""
 
-    def __init__(self, dims: dict[str, int], cfg: MoEConfig, members: int):
+    def __init__(self, members: list[MoE]):
         super().__init__()
-        self.members = nn.ModuleList([MoE(dims, cfg) for _ in range(members)])
-        first = self.members[0]
-        assert isinstance(first, MoE)
-        self.dims = dict(first.dims)
-        self.expert_names = list(first.expert_names)
+        self.members = nn.ModuleList(members)
+        self.dims = dict(members[0].dims)
+        self.expert_names = list(members[0].expert_names)
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         outs = [m(x, mask) for m in self.members]

@@ -81,7 +81,8 @@ def top_principal_directions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     one task all project the same train rows, and the eigen-decomposition of a 1024-wide
     covariance was the largest single cost of fitting them (profile of the baselines asset).
     """
-    key = (hashlib.blake2b(v.tobytes(), digest_size=16).hexdigest() + str(v.shape), k)
+    v = np.ascontiguousarray(v)
+    key = (hashlib.blake2b(v.data, digest_size=16).hexdigest() + str(v.shape), k)
     hit = _PCA_CACHE.get(key)
     if hit is not None:
         return hit[0].copy(), hit[1].copy()
@@ -362,11 +363,7 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
                 m, h = _fit_one(a.dims(), tr, va, replace(cfg, seed=cfg.seed + i))
                 members.append(m)
                 hists.append(h)
-            ens = build_module(a.dims(), cfg)
-            assert isinstance(ens, MoEEnsemble)
-            for slot, m in zip(ens.members, members, strict=True):
-                slot.load_state_dict(m.state_dict())
-            module = ens.eval()
+            module = MoEEnsemble(members).eval()
             hist = {
                 "members": hists,
                 "epochs_run": sum(h["epochs_run"] for h in hists),
@@ -377,7 +374,9 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
 
 def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
     """An untrained MoE, or an ensemble of `cfg.ensemble` of them."""
-    return MoE(dims, cfg) if cfg.ensemble == 1 else MoEEnsemble(dims, cfg, cfg.ensemble)
+    if cfg.ensemble == 1:
+        return MoE(dims, cfg)
+    return MoEEnsemble([MoE(dims, cfg) for _ in range(cfg.ensemble)])
 
 
 def _fit_one(

@@ -15,6 +15,7 @@ and the `moe/` sources) beside its outputs and returns the recorded metadata ins
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -41,8 +42,10 @@ def file_digest(path: Path) -> str:
     return _DIGESTS[memo]
 
 
+@functools.cache
 def code_digest() -> str:
-    """Digest of the `moe` package's sources: a change to the model code refits."""
+    """Digest of the `moe` package's sources: a change to the model code refits. Once per
+    process: every step runs in a fresh process, which sees the code it runs."""
     import importlib.util
 
     spec = importlib.util.find_spec("moe")  # located, not imported (torch is slow to import)
