@@ -4,7 +4,7 @@ Fitting on CPU is deterministic (fixed seeds, deterministic kernels), so refitti
 the same `multimodal_dataset.parquet` with the same settings and the same `moe/` code writes
 the same files again. Before this, every materialization of the model, baseline and report
 assets refitted: an unchanged re-run of the whole graph cost 36% of the first run. Now such
-an asset checks a stamp (`.fit_key.json`: a digest of its input files' bytes, its settings
+an asset checks a stamp (`fit_key.json`: a digest of its input files' bytes, its settings
 and the `moe/` sources) beside its outputs and returns the recorded metadata instead.
 
 - The stamp is removed before outputs are (re)written and written after the last one, so an
@@ -25,7 +25,7 @@ from typing import Any
 
 from dagster import deserialize_value, serialize_value
 
-STAMP = ".fit_key.json"
+STAMP = "fit_key.json"
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
