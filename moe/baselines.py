@@ -122,7 +122,7 @@ class FittedBaseline:
             mean = (probs * a.mask).sum(axis=1) / np.maximum(n_have, 1)
             return np.where(n_have > 0, mean, self.prevalence)
         if self.kind == "gbm":
-            return self.parts["gbm"].predict_proba(_gbm_features(a, self.parts["pca"]))[:, 1]
+            return self.parts["gbm"].predict_proba(self.parts["features"](a))[:, 1]
         raise ValueError(self.kind)
 
     def _unimodal(self, m: str, a: Arrays) -> np.ndarray:
@@ -155,28 +155,61 @@ def _fit_unimodal(tr: Arrays, va: Arrays, m: str, cfg: MoEConfig):
     return _fit_mlp(tr_m, va_m, (m,), False, cfg)
 
 
-def _gbm_features(a: Arrays, pcas: dict[str, PCA | None]) -> np.ndarray:
-    cols = []
-    for j, m in enumerate(MODALITIES):
-        v = a.x[m].astype(np.float64)
-        pca = pcas[m]
-        if pca is not None:
-            v = pca.transform(v)
-        v = v.copy()
-        v[~a.mask[:, j]] = np.nan
-        cols.append(v)
-    return np.concatenate(cols, axis=1)
+class GbmFeatures:
+    """The GBM's input: PCA-reduced vectors, NaN where a modality is missing, as bin codes.
+
+    HistGradientBoosting bins its inputs itself, but given sample weights (our balanced class
+    weights) sklearn >= 1.6 places the bin edges at weighted percentiles, one Python call per
+    edge per column: 18.8 s of a 21.9 s fit on 3,500 x 96 (cProfile). Columns given here as
+    quantile-bin codes (<= 255 distinct values) take its fast path, which splits between
+    distinct values, so the trees choose among the same kind of quantile edges at a fraction
+    of the cost. The edges are unweighted train quantiles, as sklearn used before 1.6.
+    """
+
+    def __init__(self, a: Arrays, pca_dim: int = 32, n_bins: int = 255, seed: int = 0):
+        self.pcas: dict[str, PCA | None] = {}
+        for j, m in enumerate(MODALITIES):
+            rows = a.x[m][a.mask[:, j]]
+            if a.x[m].shape[1] > pca_dim and len(rows) > pca_dim:
+                self.pcas[m] = PCA(n_components=pca_dim, random_state=seed).fit(rows)
+            else:
+                self.pcas[m] = None
+        levels = np.linspace(0, 100, n_bins + 1)[1:-1]  # n_bins - 1 edges -> <= n_bins codes
+        self.edges = [_quantile_edges(col[~np.isnan(col)], levels) for col in self.vectors(a).T]
+
+    def vectors(self, a: Arrays) -> np.ndarray:
+        cols = []
+        for j, m in enumerate(MODALITIES):
+            v = a.x[m].astype(np.float64)
+            pca = self.pcas[m]
+            if pca is not None:
+                v = pca.transform(v)
+            v = v.copy()
+            v[~a.mask[:, j]] = np.nan
+            cols.append(v)
+        return np.concatenate(cols, axis=1)
+
+    def __call__(self, a: Arrays) -> np.ndarray:
+        X = self.vectors(a)
+        codes = np.empty_like(X)
+        for j, edges in enumerate(self.edges):
+            codes[:, j] = np.searchsorted(edges, X[:, j], side="left")  # x <= edge: lower bin
+        codes[np.isnan(X)] = np.nan
+        return codes
 
 
-def _fit_gbm(tr: Arrays, va: Arrays, cfg: MoEConfig, pca_dim: int = 32, max_iter: int = 300):
-    pcas: dict[str, PCA | None] = {}
-    for j, m in enumerate(MODALITIES):
-        rows = tr.x[m][tr.mask[:, j]]
-        if tr.x[m].shape[1] > pca_dim and len(rows) > pca_dim:
-            pcas[m] = PCA(n_components=pca_dim, random_state=cfg.seed).fit(rows)
-        else:
-            pcas[m] = None
-    X_tr, X_va = _gbm_features(tr, pcas), _gbm_features(va, pcas)
+def _quantile_edges(v: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Bin edges of one column, as sklearn's unweighted binning places them: midpoints between
+    its distinct values when there are few, else its quantiles at `levels` (percent)."""
+    distinct = np.unique(v)
+    if len(distinct) <= len(levels) + 1:
+        return (distinct[:-1] + distinct[1:]) / 2
+    return np.unique(np.percentile(v, levels, method="averaged_inverted_cdf"))
+
+
+def _fit_gbm(tr: Arrays, va: Arrays, cfg: MoEConfig, max_iter: int = 300):
+    features = GbmFeatures(tr, seed=cfg.seed)
+    X_tr, X_va = features(tr), features(va)
     cw = "balanced" if cfg.class_weight == "balanced" else None
     params = dict(learning_rate=0.05, max_leaf_nodes=15, l2_regularization=1.0,
                   early_stopping=False, random_state=cfg.seed, class_weight=cw)
@@ -193,7 +226,7 @@ def _fit_gbm(tr: Arrays, va: Arrays, cfg: MoEConfig, pca_dim: int = 32, max_iter
     offset = math.log(pos_weight_of(tr.y, "balanced")) if cw == "balanced" else 0.0
     # undo the class weighting's shift of the odds, as for the MLPs
     history = {"best_iter": best_iter, "val_auprc": scores[best_iter - 1] if scores else None}
-    return _PriorCorrected(model, offset), pcas, history
+    return _PriorCorrected(model, offset), features, history
 
 
 class _FirstTrees:
@@ -245,5 +278,5 @@ def fit_baseline(
         elif kind == "early_fusion":
             parts["module"], parts["history"] = _fit_mlp(tr, va, MODALITIES, True, cfg)
         else:
-            parts["gbm"], parts["pca"], parts["history"] = _fit_gbm(tr, va, cfg)
+            parts["gbm"], parts["features"], parts["history"] = _fit_gbm(tr, va, cfg)
     return FittedBaseline(kind, task, a.dims(), prevalence, parts)

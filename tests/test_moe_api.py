@@ -236,3 +236,26 @@ def test_gbm_truncated_to_its_best_iteration_equals_a_refit(toy):
     assert np.allclose(_FirstTrees(full, 17).decision_function(X), refit.decision_function(X))
     m = moe.fit_baseline(toy, "mortality", "gbm", FAST)
     assert m.history["best_iter"] >= 1 and np.isfinite(m.predict_proba(toy)).all()
+
+
+def test_gbm_bin_codes_split_where_sklearn_would_without_weights(toy):
+    """GbmFeatures hands the GBM quantile-bin codes so that sklearn skips its (slow) weighted
+    binning. Unweighted, a GBM on the codes must make exactly the splits of a GBM on the raw
+    vectors: same edges, so same predictions. Columns with few distinct values, NaN and
+    more distinct values than bins are all in the toy table's vectors."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from moe.baselines import GbmFeatures
+    from moe.data import extract
+
+    a = extract(toy, "mortality")
+    a.x["ehr"][:, 0] = np.round(a.x["ehr"][:, 0])  # a column with few distinct values
+    features = GbmFeatures(a)
+    raw, codes = features.vectors(a), features(a)
+    assert np.array_equal(np.isnan(raw), np.isnan(codes))
+    assert max(len(np.unique(c[~np.isnan(c)])) for c in codes.T) <= 255
+    assert max(len(np.unique(c[~np.isnan(c)])) for c in raw.T) > 255  # quantile path exercised
+    params = dict(max_iter=30, max_leaf_nodes=7, early_stopping=False, random_state=0)
+    on_raw = HistGradientBoostingClassifier(**params).fit(raw, a.y)
+    on_codes = HistGradientBoostingClassifier(**params).fit(codes, a.y)
+    assert np.allclose(on_raw.decision_function(raw), on_codes.decision_function(codes))
