@@ -8,8 +8,9 @@ bare model forward pass on the same inputs and batch size.
 - Bare forward: the same model on the same inputs, already chunked and tokenised (notes) or
   decoded (images) outside the timer, batched the same way; only `model(features)` /
   `features2(x)` is timed.
-- Efficiency = bare seconds / asset seconds (1.0: no overhead). The bare pass runs just
-  before and just after the asset path; the faster of the two counts.
+- Efficiency = bare seconds / asset seconds (1.0: no overhead). Each side runs twice,
+  interleaved (bare, asset, bare, asset into a second empty cache); the faster run of each
+  counts, so that one side is not the best of two against the other's single try.
 
 Inputs: notes and JPGs of a synthetic demo raw root (`synthetic.generate`, cached).
 """
@@ -104,9 +105,12 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
                     enc.model(dict(f))
             return time.perf_counter() - t1
 
+        # best of two on both sides, interleaved, so that a passing hiccup hits neither alone
         bare_before = bare_pass()
         stats = fill_note_cache(enc, cache, "b00", texts)
         bare = min(bare_before, bare_pass())
+        again = EmbeddingCache(cache_root / f"notes_b{b}_again", "notes", enc.model_key, enc.dim)
+        stats = min(stats, fill_note_cache(enc, again, "b00", texts), key=lambda st: st.seconds)
         sweep[b] = {
             "asset_s": stats.seconds,
             "bare_s": bare,
@@ -152,6 +156,12 @@ def _cxr_bench(files: list[Path], cache_root: Path, log) -> dict[str, Any]:
         bare_before = bare_pass()
         stats = fill_cxr_cache(enc, cache, "p10", files, min_files_for_workers=0)
         bare = min(bare_before, bare_pass())
+        again = EmbeddingCache(cache_root / f"cxr_b{b}_w{w}_again", "cxr", enc.model_key, enc.dim)
+        stats = min(
+            stats,
+            fill_cxr_cache(enc, again, "p10", files, min_files_for_workers=0),
+            key=lambda st: st.seconds,
+        )
         sweep[f"b{b}_w{w}"] = {
             "batch": b,
             "workers": w,
@@ -204,7 +214,7 @@ def run_embeddings(workdir: Path, profile: str, log=print) -> dict[str, Any]:
 def markdown(res: dict[str, Any]) -> str:
     lines = [
         f"CPU, torch threads {res.get('torch_threads')}. Efficiency = bare forward s / asset "
-        "path s on the same inputs and batch size.",
+        "path s on the same inputs and batch size (best of two runs each).",
         "",
     ]
     note = res.get("note", {})
