@@ -238,24 +238,39 @@ def test_gbm_truncated_to_its_best_iteration_equals_a_refit(toy):
     assert m.history["best_iter"] >= 1 and np.isfinite(m.predict_proba(toy)).all()
 
 
-def test_gbm_bin_codes_split_where_sklearn_would_without_weights(toy):
-    """GbmFeatures hands the GBM quantile-bin codes so that sklearn skips its (slow) weighted
-    binning. Unweighted, a GBM on the codes must make exactly the splits of a GBM on the raw
-    vectors: same edges, so same predictions. Columns with few distinct values, NaN and
-    more distinct values than bins are all in the toy table's vectors."""
+@pytest.mark.parametrize("class_weight", [None, "balanced"])
+def test_gbm_bin_codes_grow_the_trees_sklearn_grows_on_raw_vectors(toy, class_weight):
+    """GbmFeatures hands the GBM bin codes, computing the edges itself (sklearn's weighted
+    binning is slow). A GBM on the codes must make exactly the splits of a GBM on the raw
+    vectors, with and without class weights: same edges, same trees, same predictions.
+    The toy vectors have NaN and columns with more distinct values than bins; one column
+    is rounded to a few distinct values."""
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.utils.class_weight import compute_sample_weight
 
     from moe.baselines import GbmFeatures
     from moe.data import extract
 
     a = extract(toy, "mortality")
-    a.x["ehr"][:, 0] = np.round(a.x["ehr"][:, 0])  # a column with few distinct values
-    features = GbmFeatures(a)
+    a.x["ehr"][:, 0] = np.round(a.x["ehr"][:, 0])
+    weights = compute_sample_weight(class_weight, a.y) if class_weight else None
+    features = GbmFeatures(a, weights)
     raw, codes = features.vectors(a), features(a)
     assert np.array_equal(np.isnan(raw), np.isnan(codes))
     assert max(len(np.unique(c[~np.isnan(c)])) for c in codes.T) <= 255
     assert max(len(np.unique(c[~np.isnan(c)])) for c in raw.T) > 255  # quantile path exercised
-    params = dict(max_iter=30, max_leaf_nodes=7, early_stopping=False, random_state=0)
+    params = dict(max_iter=30, max_leaf_nodes=7, early_stopping=False, random_state=0,
+                  class_weight=class_weight)
     on_raw = HistGradientBoostingClassifier(**params).fit(raw, a.y)
     on_codes = HistGradientBoostingClassifier(**params).fit(codes, a.y)
     assert np.allclose(on_raw.decision_function(raw), on_codes.decision_function(codes))
+
+
+def test_weighted_quantiles_with_unit_weights_are_numpys_averaged_inverted_cdf():
+    from moe.baselines import weighted_quantiles
+
+    rng = np.random.default_rng(0)
+    levels = np.linspace(0, 100, 256)[1:-1]
+    for v in (rng.normal(size=1000), np.repeat(np.arange(400.0), 3), np.arange(1020.0)):
+        expected = np.percentile(v, levels, method="averaged_inverted_cdf")
+        assert np.allclose(weighted_quantiles(v, np.ones(len(v)), levels), expected)
