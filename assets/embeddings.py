@@ -95,7 +95,11 @@ class CxrEmbeddingsConfig(Config):
     seed: int = Field(default=0, description="Seed of the random init.")
     device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda")
     batch_size: int = Field(default=16, description="Images per forward pass.")
-    num_workers: int = Field(default=2, description="DataLoader decode workers.")
+    num_workers: int = Field(
+        default=-1,
+        description="DataLoader decode workers; -1: auto (none on a 2-core CPU, where the "
+        "forward pass already uses every core; up to 4 beside a GPU).",
+    )
     log_every: int = Field(default=20, description="Log progress every N batches.")
 
 

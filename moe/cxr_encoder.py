@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -144,12 +145,12 @@ class CxrEncoder(LazyModel):
         seed: int = 0,
         device: str = "auto",
         batch_size: int = 16,
-        num_workers: int = 2,
+        num_workers: int = -1,
         size: int = 224,
     ) -> None:
         self._device_cfg = device
         self.batch_size = max(1, int(batch_size))
-        self.num_workers = max(0, int(num_workers))
+        self.num_workers = max(-1, int(num_workers))  # -1: auto (decode_workers)
         self.size = int(size)
         self.dim = CXR_DIM
         self.seed = int(seed)
@@ -181,6 +182,19 @@ class CxrEncoder(LazyModel):
             revision,
             {"preprocess": PREPROCESS_ID, "size": self.size, "layer": "features2"},
         )
+
+    def decode_workers(self) -> int:
+        """DataLoader workers that decode JPGs: `num_workers`, or with -1 (auto) what pays
+        here. On a GPU, up to 4: decoding runs beside the forward pass. On CPU the forward
+        already keeps every core busy, so with 2 cores workers only add process start-up and
+        copying (bench, 96 images: efficiency 0.86 without, 0.79 with 2 workers); with
+        more, a quarter of the cores (at most 4) decode."""
+        if self.num_workers >= 0:
+            return self.num_workers
+        cpus = os.cpu_count() or 1
+        if self.device.startswith("cuda"):
+            return max(1, min(4, cpus - 1))
+        return 0 if cpus <= 2 else min(4, cpus // 4)
 
     @property
     def model(self) -> Any:
@@ -281,7 +295,7 @@ def fill_cxr_cache(
     t_start = time.perf_counter()
     cached = frozenset(cache.keys())
     ds = _FileDataset(files, cached, encoder.size)
-    workers = encoder.num_workers if len(files) >= min_files_for_workers else 0
+    workers = encoder.decode_workers() if len(files) >= min_files_for_workers else 0
     bs = encoder.batch_size
     starts = range(0, len(ds), bs)
     n_batches = len(starts)

@@ -147,6 +147,22 @@ def test_small_shards_decode_in_process(tmp_path: Path, monkeypatch: pytest.Monk
     assert seen == [2] and big.cache_hits == 1
 
 
+@pytest.mark.parametrize(
+    ("device", "cpus", "expected"),
+    [("cpu", 2, 0), ("cpu", 1, 0), ("cpu", 8, 2), ("cpu", 64, 4), ("cuda", 2, 1), ("cuda", 16, 4)],
+)
+def test_auto_decode_workers_fit_the_machine(
+    monkeypatch: pytest.MonkeyPatch, device: str, cpus: int, expected: int
+) -> None:
+    """-1 (the default): no workers where the CPU forward pass already uses every core,
+    some beside a GPU; an explicit number is kept as given."""
+    import moe.cxr_encoder as cxr
+
+    monkeypatch.setattr(cxr.os, "cpu_count", lambda: cpus)
+    assert CxrEncoder(device=device).decode_workers() == expected
+    assert CxrEncoder(device=device, num_workers=3).decode_workers() == 3
+
+
 def test_model_is_built_only_when_an_image_needs_embedding(tmp_path: Path) -> None:
     f = tmp_path / "a.jpg"
     f.write_bytes(_img_bytes(_gray(30)))
