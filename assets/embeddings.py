@@ -46,6 +46,7 @@ from moe.cxr_encoder import CxrEncoder, fill_cxr_cache
 from moe.ehr_vectors import build_ehr_vectors
 from moe.embedding_cache import EmbeddingCache
 from moe.text_encoder import TextEncoder, fill_note_cache, recency_weighted_mean
+from pipelines.pools import TORCH_POOL
 from pipelines.resources import ProjectResource
 from pipelines.settings import ProjectPaths
 
@@ -332,9 +333,6 @@ def _rate(n: float, seconds: float) -> float:
     return round(n / seconds, 2) if seconds > 0 and n else 0.0
 
 
-# Two torch steps on the same cores thrash (each sizes its thread pool to the machine):
-# steps in this pool (dagster.yaml: limit 1) run one after the other.
-TORCH_POOL = "torch"
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines import fit_reuse as reuse
+from pipelines.pools import TORCH_POOL
 from pipelines.resources import ProjectResource
 
 TASKS = ("mortality", "long_los", "readmission")
@@ -145,6 +146,7 @@ def _moe_asset(task: str) -> AssetsDefinition:
         deps=[AssetKey(UPSTREAM)],
         group_name="models",
         kinds={"pytorch"},
+        pool=TORCH_POOL,
         description=(
             f"Availability-aware mixture-of-experts for `{task}`: trained on split=train, "
             f"early-stopped on val, evaluated on test. Writes $MOE_DATA_DIR/models/{task}/."
@@ -206,6 +208,7 @@ def _baselines_asset(task: str) -> AssetsDefinition:
         deps=[AssetKey(UPSTREAM)],
         group_name="models",
         kinds={"pytorch", "scikitlearn"},
+        pool=TORCH_POOL,
         description=(
             f"Baselines for `{task}` on the MoE's splits and vectors (unimodal, early and late "
             f"fusion, gradient boosting) and the MoE ablations. Writes "

@@ -20,6 +20,7 @@ from dagster import (
 from pydantic import Field
 
 from pipelines import fit_reuse as reuse
+from pipelines.pools import TORCH_POOL
 from pipelines.resources import ProjectResource
 
 TASKS = ("mortality", "long_los", "readmission")
@@ -79,6 +80,7 @@ def _cxr_weights(context: AssetExecutionContext) -> str | None:
     deps=DEPS,
     group_name="report",
     kinds={"matplotlib", "markdown"},
+    pool=TORCH_POOL,
     description=(
         "Comparison report: per task, MoE vs every baseline and ablation (AUROC, AUPRC with "
         "95% bootstrap CIs, F1 at the val threshold, Brier, ECE), paired bootstrap against "

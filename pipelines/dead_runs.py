@@ -20,7 +20,8 @@ import os
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-POOLS = ("duckdb", "torch")
+from pipelines.pools import POOLS
+
 IN_PROGRESS = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING)
 log = logging.getLogger(__name__)
 

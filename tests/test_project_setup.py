@@ -93,7 +93,7 @@ def test_fingerprint_changes_only_when_files_change(tmp_path: Path) -> None:
 
 
 def test_writers_and_torch_steps_are_in_pools_of_one() -> None:
-    """DuckDB writers never overlap; the two embedding steps never thrash the same cores."""
+    """DuckDB writers never overlap; torch/scikit-learn steps never thrash the same cores."""
     import yaml
 
     from pipelines.definitions import defs
@@ -103,6 +103,11 @@ def test_writers_and_torch_steps_are_in_pools_of_one() -> None:
     }
     graph = defs.resolve_asset_graph()
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
-    assert pools["note_embeddings"] == pools["cxr_embeddings"] == {"torch"}
+    torch_steps = ["note_embeddings", "cxr_embeddings", "moe_report"] + [
+        f"{kind}_{task}" for kind in ("moe", "baselines")
+        for task in ("mortality", "long_los", "readmission")
+    ]
+    for name in torch_steps:  # each uses every core: two at once thrash
+        assert pools[name] == {"torch"}, name
     for name in ("staged_chartevents", "cohort", "ehr_features"):
         assert pools[name] == {"duckdb"}, name
