@@ -17,6 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from pipelines.pools import DUCKDB_POOL
 from pipelines.resources import DuckDBResource, ProjectResource
 from sql import (
     STAGED_NAMES,
@@ -100,7 +101,7 @@ def cohort_metadata(result: BuildResult) -> dict[str, Any]:
     deps=[f"staged_{n}" for n in STAGED_NAMES],
     group_name="cohort",
     kinds={"duckdb", "parquet"},
-    pool="duckdb",
+    pool=DUCKDB_POOL,
     code_version=code_version("cohort"),
     description=(
         "One row per ICU stay of the cohort (docs/cohort-spec.md): labels mortality, long_los, "
@@ -134,7 +135,7 @@ def cohort(
     deps=["cohort", "staged_chartevents", "staged_labevents"],
     group_name="cohort",
     kinds={"duckdb", "parquet"},
-    pool="duckdb",
+    pool=DUCKDB_POOL,
     code_version=code_version("ehr_features"),
     description=(
         "Per stay and variable of sql/variables.csv: mean/min/max/last/count of the plausible "
@@ -169,7 +170,7 @@ def ehr_features(
     deps=["cohort", "staged_discharge", "staged_radiology"],
     group_name="cohort",
     kinds={"duckdb", "parquet"},
-    pool="duckdb",
+    pool=DUCKDB_POOL,
     code_version=code_version("cohort_notes"),
     description=(
         "Notes each stay may use at t0 (stay_id, note_id, note_type, charttime): radiology "
@@ -197,7 +198,7 @@ def cohort_notes(
     deps=["cohort", "staged_cxr_metadata"],
     group_name="cohort",
     kinds={"duckdb", "parquet"},
-    pool="duckdb",
+    pool=DUCKDB_POOL,
     code_version=code_version("cohort_cxr"),
     description=(
         "The chosen X-ray per stay (stay_id, dicom_id, study_id, study_time, path relative to "

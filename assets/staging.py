@@ -11,6 +11,7 @@ from dagster import (
     asset,
 )
 
+from pipelines.pools import DUCKDB_POOL
 from pipelines.resources import DuckDBResource, ProjectResource
 from sql import RAW_TABLES, STAGED_NAMES, BuildResult, build_staged, code_version
 
@@ -52,7 +53,7 @@ def _staging_asset(name: str) -> AssetsDefinition:
         deps=["mimic_raw"],
         group_name="staging",
         kinds={"duckdb", "parquet"},
-        pool="duckdb",
+        pool=DUCKDB_POOL,
         code_version=code_version(f"staged_{name}"),
         description=(
             f"{_DESCRIPTIONS[name]} Reads {table.relative} (or .csv) with explicit types and "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +32,11 @@ CXR_CONFIGS = {
     "full": [(16, 0), (16, 2), (32, 2)],
 }
 DEFAULT_NOTE_BATCH = 64  # NoteEmbeddingsConfig.batch_size
+DEFAULT_CXR = (16, 0)  # CxrEmbeddingsConfig.batch_size, num_workers (auto: 0 on <= 2 CPU cores)
 # each side (bare forward, asset path) runs this often, interleaved; its fastest run counts:
 # one forward pass over 96 images varies by up to 20% from run to run on the 2-core machine
 REPEATS = 3
-
-
-def _seconds(stats: Any) -> float:
-    return float(stats.seconds)
-
-DEFAULT_CXR = (16, 0)  # CxrEmbeddingsConfig.batch_size, num_workers (auto: 0 on <= 2 CPU cores)
+_seconds = attrgetter("seconds")
 
 
 def demo_root(workdir: Path, stays: int) -> Path:
