@@ -17,8 +17,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from pipelines.pools import DUCKDB_POOL
-from pipelines.resources import DuckDBResource, ProjectResource
+from plumbing.pools import DUCKDB_POOL
+from plumbing.resources import DuckDBResource, ProjectResource
 from sql import (
     STAGED_NAMES,
     BuildResult,

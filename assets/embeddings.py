@@ -41,14 +41,14 @@ from dagster import (
 )
 from pydantic import Field
 
-from moe.atomic import write_json_atomic, write_parquet_atomic
 from moe.cxr_encoder import CxrEncoder, fill_cxr_cache
 from moe.ehr_vectors import build_ehr_vectors
 from moe.embedding_cache import EmbeddingCache
 from moe.text_encoder import TextEncoder, fill_note_cache, recency_weighted_mean
-from pipelines.pools import TORCH_POOL
-from pipelines.resources import ProjectResource
-from pipelines.settings import ProjectPaths
+from plumbing.atomic import write_json_atomic, write_parquet_atomic
+from plumbing.pools import TORCH_POOL
+from plumbing.resources import ProjectResource
+from plumbing.settings import ProjectPaths
 
 N_NOTE_BUCKETS = 16
 NOTE_BUCKETS = [f"{i:02d}" for i in range(N_NOTE_BUCKETS)]

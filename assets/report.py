@@ -19,9 +19,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from pipelines import fit_reuse as reuse
-from pipelines.pools import TORCH_POOL
-from pipelines.resources import ProjectResource
+from plumbing import fit_reuse as reuse
+from plumbing.pools import TORCH_POOL
+from plumbing.resources import ProjectResource
 
 TASKS = ("mortality", "long_los", "readmission")
 DEPS = [

@@ -16,8 +16,8 @@ from dagster import (
 )
 from pydantic import Field
 
-from pipelines.raw_layout import check_layout, fingerprint
-from pipelines.resources import ProjectResource
+from plumbing.raw_layout import check_layout, fingerprint
+from plumbing.resources import ProjectResource
 
 DEMO_MARKER = ".moe_demo.json"
 

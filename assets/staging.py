@@ -11,8 +11,8 @@ from dagster import (
     asset,
 )
 
-from pipelines.pools import DUCKDB_POOL
-from pipelines.resources import DuckDBResource, ProjectResource
+from plumbing.pools import DUCKDB_POOL
+from plumbing.resources import DuckDBResource, ProjectResource
 from sql import RAW_TABLES, STAGED_NAMES, BuildResult, build_staged, code_version
 
 _DESCRIPTIONS = {

@@ -2,7 +2,7 @@
 
 This calls the project's own staging builder, `sql.build.build_staged` (what the
 `staged_<table>` assets run), with the settings that the `duckdb` resource gives by
-default (`pipelines.resources.DuckDBResource`: memory_limit 4GB, threads = all cores, spill
+default (`plumbing.resources.DuckDBResource`: memory_limit 4GB, threads = all cores, spill
 folder under the data dir). The settings are built here rather than by importing the
 resource, so that the timed process does not pay for importing Dagster (~1 s), which the
 asset's run worker has already paid.

@@ -1,7 +1,7 @@
 """MoE-Health model library (plain PyTorch + numpy, no Dagster). See `moe.api`.
 
 `fit`, `fit_baseline` and `load` are imported lazily, so that light modules of this package (e.g.
-`moe.atomic`) can be used without paying for torch and scikit-learn at import time.
+`plumbing.atomic`) can be used without paying for torch and scikit-learn at import time.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from moe.atomic import write_parquet_atomic
+from plumbing.atomic import write_parquet_atomic
 
 __all__ = ["EmbeddingCache", "make_model_key", "sha256_bytes", "sha256_text"]
 

@@ -20,8 +20,8 @@ from dagster import (
 )
 
 from pipelines.jobs import cohort_refresh_job
-from pipelines.raw_layout import fingerprint
-from pipelines.settings import project_paths
+from plumbing.raw_layout import fingerprint
+from plumbing.settings import project_paths
 
 REFRESH_CRON = os.environ.get("MOE_REFRESH_CRON", "0 3 * * 0")  # Sundays 03:00
 

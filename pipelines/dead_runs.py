@@ -20,7 +20,7 @@ import os
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from pipelines.pools import POOLS
+from plumbing.pools import POOLS
 
 IN_PROGRESS = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING)
 log = logging.getLogger(__name__)

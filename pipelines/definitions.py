@@ -18,7 +18,7 @@ import assets
 from pipelines.automation import cohort_refresh_schedule, mimic_root_change_sensor
 from pipelines.dead_runs import release_at_load
 from pipelines.jobs import ALL_JOBS
-from pipelines.resources import default_resources
+from plumbing.resources import default_resources
 
 # What follows a cohort refresh on its own: everything downstream of the cohort.
 DOWNSTREAM_GROUPS = ("embeddings", "dataset", "models", "report")

@@ -153,8 +153,9 @@ def build_staged(
             before_commit=checked.result if checked is not None else None,
         )
     except RawInputError:
-        if checked is not None and checked.exception() is not None:
-            raise checked.exception() from None  # the gzip's own error names the real cause
+        gzip_error = checked.exception() if checked is not None else None
+        if gzip_error is not None:
+            raise gzip_error from None  # the gzip's own error names the real cause
         raise
     finally:
         con.close()

@@ -25,7 +25,7 @@ from assets.cohort import (
     ehr_features_no_value_at_or_after_t0,
 )
 from assets.staging import staging_assets
-from pipelines.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBResource, ProjectResource
 from tests.cohort_fixtures import INTIME, T0, H, RawBuilder, build_all
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mimic_iv_demo"

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from assets.embeddings import assemble_dataset
 from moe.ehr_vectors import build_ehr_vectors
-from pipelines.settings import ProjectPaths
+from plumbing.settings import ProjectPaths
 
 
 def _features(test_hr: float) -> tuple[pd.DataFrame, pd.Series]:

@@ -22,7 +22,7 @@ from assets.embeddings import (
     note_embedding_cache,
     note_embeddings,
 )
-from pipelines.resources import ProjectResource
+from plumbing.resources import ProjectResource
 
 T0 = pd.Timestamp("2150-01-03 00:00:00")
 TEXT = {

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from moe.atomic import write_json_atomic, write_parquet_atomic
 from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
+from plumbing.atomic import write_json_atomic, write_parquet_atomic
 
 
 def test_atomic_parquet_and_json_leave_no_temp_files(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from dagster import materialize
 
 from assets.staging import staged_patients
-from pipelines.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBResource, ProjectResource
 from tests.cohort_fixtures import RawBuilder
 from tests.reliability_helpers import (
     REPO,

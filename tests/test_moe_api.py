@@ -67,7 +67,7 @@ def test_null_labels_are_left_out_and_files_are_written(toy, tmp_path):
 
 def test_model_asset_without_upstream_says_how_to_build_it(tmp_path, monkeypatch):
     import assets.models as models
-    from pipelines.resources import ProjectResource
+    from plumbing.resources import ProjectResource
 
     result = materialize(
         [models.moe_mortality],
@@ -84,7 +84,7 @@ def test_model_asset_without_upstream_says_how_to_build_it(tmp_path, monkeypatch
 
 def test_model_asset_writes_its_folder(toy, tmp_path):
     import assets.models as models
-    from pipelines.resources import ProjectResource
+    from plumbing.resources import ProjectResource
 
     pq.write_table(pa.Table.from_pandas(toy, preserve_index=False),
                    tmp_path / "multimodal_dataset.parquet")
@@ -139,7 +139,7 @@ def test_unchanged_inputs_reuse_fits_and_any_change_refits(toy, tmp_path):
     def run(moe_c, base_c):
         import dagster as dg
 
-        from pipelines.resources import ProjectResource
+        from plumbing.resources import ProjectResource
 
         r = dg.materialize(
             [models.moe_long_los, models.baselines_long_los],
@@ -175,7 +175,7 @@ def test_unchanged_inputs_reuse_fits_and_any_change_refits(toy, tmp_path):
 
 
 def test_code_change_changes_the_fit_key(tmp_path, monkeypatch):
-    from pipelines import fit_reuse
+    from plumbing import fit_reuse
 
     f = tmp_path / "x.parquet"
     f.write_bytes(b"abc")
@@ -190,7 +190,7 @@ def test_report_is_reused_until_a_model_output_changes(toy, tmp_path):
 
     import assets.models as models
     from assets.report import moe_report
-    from pipelines.resources import ProjectResource
+    from plumbing.resources import ProjectResource
 
     pq.write_table(pa.Table.from_pandas(toy, preserve_index=False),
                    tmp_path / "multimodal_dataset.parquet")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.raw_layout import RawLayoutError, check_layout, fingerprint, table_file
-from pipelines.settings import project_paths
-from pipelines.venv_setup import BEGIN, install
+from plumbing.raw_layout import RawLayoutError, check_layout, fingerprint, table_file
+from plumbing.settings import project_paths
+from scripts.venv_setup import BEGIN, install
 
 
 def _touch_gz(path: Path, header: str = "a,b\n") -> None:

@@ -20,7 +20,7 @@ import pytest
 from dagster import materialize
 
 from assets.sources import mimic_raw
-from pipelines.resources import ProjectResource
+from plumbing.resources import ProjectResource
 from sql import RawInputError, build_staged
 from tests.cohort_fixtures import INTIME, SETTINGS, H, RawBuilder, build_all
 
@@ -72,7 +72,7 @@ def test_wrong_mimic_root_fails_mimic_raw_with_a_clear_message(tmp_path: Path, k
 
 
 def test_empty_mimic_root_variable_means_demo_profile() -> None:
-    from pipelines.settings import project_paths
+    from plumbing.settings import project_paths
 
     assert project_paths({"MOE_DATA_DIR": "/x", "MOE_MIMIC_ROOT": ""}).is_demo
 

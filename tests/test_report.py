@@ -163,7 +163,7 @@ def test_moe_report_asset_metadata(data_dir, toy):
     from dagster import materialize
 
     from assets.report import moe_report
-    from pipelines.resources import ProjectResource
+    from plumbing.resources import ProjectResource
 
     res = materialize(
         [moe_report],

@@ -8,7 +8,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from pipelines.settings import ProjectPaths, ensure_private_dir, project_paths
+from plumbing.settings import ProjectPaths, ensure_private_dir, project_paths
 
 
 class ProjectResource(ConfigurableResource):
