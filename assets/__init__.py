@@ -1,16 +1,5 @@
-"""Thin Dagster asset functions, one module per pipeline stage."""
+"""Thin Dagster asset functions, one module per pipeline stage.
 
-from __future__ import annotations
-
-import importlib
-import pkgutil
-from types import ModuleType
-
-
-def all_asset_modules() -> list[ModuleType]:
-    """Every module in this package, so a new stage is picked up by adding its file."""
-    return [
-        importlib.import_module(f"{__name__}.{m.name}")
-        for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name)
-        if not m.name.startswith("_")
-    ]
+`pipelines.definitions` loads every asset and check of this package with Dagster's
+`load_assets_from_package_module`, so a new stage is picked up by adding its file.
+"""

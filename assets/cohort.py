@@ -18,7 +18,7 @@ from dagster import (
 from pydantic import Field
 
 from plumbing.pools import DUCKDB_POOL
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from sql import (
     STAGED_NAMES,
     BuildResult,
@@ -113,7 +113,7 @@ def cohort(
     context: AssetExecutionContext,
     config: CohortConfig,
     project: ProjectResource,
-    duckdb: DuckDBResource,
+    duckdb: DuckDBSettings,
 ) -> MaterializeResult:
     paths = project.paths()
     params = CohortParams(
@@ -144,7 +144,7 @@ def cohort(
     ),
 )
 def ehr_features(
-    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> MaterializeResult:
     paths = project.paths()
     result = build_ehr_features(paths.data_dir, duckdb.settings(paths.data_dir))
@@ -179,7 +179,7 @@ def ehr_features(
     ),
 )
 def cohort_notes(
-    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> MaterializeResult:
     paths = project.paths()
     result = build_cohort_notes(paths.data_dir, duckdb.settings(paths.data_dir))
@@ -207,7 +207,7 @@ def cohort_notes(
     ),
 )
 def cohort_cxr(
-    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> MaterializeResult:
     paths = project.paths()
     result = build_cohort_cxr(paths.raw_root, paths.data_dir, duckdb.settings(paths.data_dir))
@@ -221,7 +221,7 @@ def cohort_cxr(
 
 
 def _violations(
-    check: str, project: ProjectResource, duckdb: DuckDBResource, tables: list[str]
+    check: str, project: ProjectResource, duckdb: DuckDBSettings, tables: list[str]
 ) -> AssetCheckResult:
     paths = project.paths()
     n = run_check(check, paths.data_dir, duckdb.settings(paths.data_dir), tables)
@@ -230,14 +230,14 @@ def _violations(
 
 @asset_check(asset=cohort, blocking=True, description="No subject appears in two splits.")
 def cohort_no_subject_in_two_splits(
-    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> AssetCheckResult:
     return _violations("split_by_subject", project, duckdb, ["cohort"])
 
 
 @asset_check(asset=cohort, blocking=True, description="No duplicate stay_id.")
 def cohort_unique_stay_id(
-    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> AssetCheckResult:
     return _violations("unique_stay", project, duckdb, ["cohort"])
 
@@ -282,7 +282,7 @@ def cohort_rates_plausible(
     description="No EHR value with a time at or after t0 (or before intime - 6 h) enters a feature.",
 )
 def ehr_features_no_value_at_or_after_t0(
-    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> AssetCheckResult:
     tables = ["cohort", "staged_chartevents", "staged_labevents", "ehr_events", "ehr_features"]
     return _violations("ehr_before_t0", project, duckdb, tables)
@@ -294,7 +294,7 @@ def ehr_features_no_value_at_or_after_t0(
     description="No note written or stored at or after t0 is eligible.",
 )
 def cohort_notes_no_note_at_or_after_t0(
-    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> AssetCheckResult:
     tables = ["cohort", "cohort_notes", "staged_radiology", "staged_discharge"]
     return _violations("notes_before_t0", project, duckdb, tables)
@@ -306,7 +306,7 @@ def cohort_notes_no_note_at_or_after_t0(
     description="The current admission's discharge summary and addenda are never eligible.",
 )
 def cohort_notes_no_current_discharge_summary(
-    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> AssetCheckResult:
     tables = ["cohort", "cohort_notes", "staged_discharge"]
     return _violations("no_current_discharge", project, duckdb, tables)
@@ -318,7 +318,7 @@ def cohort_notes_no_current_discharge_summary(
     description="Chosen images are frontal, in [admittime, t0), and match cohort.cxr_dicom_id.",
 )
 def cohort_cxr_no_image_at_or_after_t0(
-    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+    context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
 ) -> AssetCheckResult:
     return _violations(
         "cxr_before_t0", project, duckdb, ["cohort", "cohort_cxr", "staged_cxr_metadata"]

@@ -47,7 +47,7 @@ from moe.embedding_cache import EmbeddingCache
 from moe.text_encoder import TextEncoder, fill_note_cache, recency_weighted_mean
 from plumbing.atomic import write_json_atomic, write_parquet_atomic
 from plumbing.pools import TORCH_POOL
-from plumbing.resources import ProjectResource
+from plumbing.resources import ProjectResource, require_table
 from plumbing.settings import ProjectPaths
 
 N_NOTE_BUCKETS = 16
@@ -108,10 +108,7 @@ class CxrEmbeddingsConfig(Config):
 # Helpers
 # ---------------------------------------------------------------------------------------
 def _read_table(paths: ProjectPaths, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-    path = paths.table(name)
-    if not path.exists():
-        raise Failure(f"{path} is missing: materialize the `{name}` asset first.")
-    return pd.read_parquet(path, columns=columns)
+    return pd.read_parquet(require_table(paths, name, name), columns=columns)
 
 
 def _progress(context: AssetExecutionContext, what: str, every: int) -> Callable[[int, int], None]:
@@ -278,9 +275,7 @@ def _cxr_encoder(config: CxrEmbeddingsConfig, paths: ProjectPaths) -> CxrEncoder
 
 def eligible_images(paths: ProjectPaths) -> tuple[pd.DataFrame, dict[str, int]]:
     """`stay_id, dicom_id, study_time, path, shard` of images before t0."""
-    path = paths.table("cohort_cxr")
-    if not path.exists():
-        raise Failure(f"{path} is missing: materialize the `cohort_cxr` asset first.")
+    path = require_table(paths, "cohort_cxr", "cxr_embeddings")
     cxr = pd.read_parquet(path, columns=["stay_id", "dicom_id", "study_time", "path"])
     cxr["study_time"] = pd.to_datetime(cxr["study_time"])
     df = cxr.merge(_t0(paths), on="stay_id", how="inner")

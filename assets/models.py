@@ -19,7 +19,6 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     Config,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -28,7 +27,7 @@ from pydantic import Field
 
 from plumbing import fit_reuse as reuse
 from plumbing.pools import TORCH_POOL
-from plumbing.resources import ProjectResource
+from plumbing.resources import ProjectResource, require_table
 
 TASKS = ("mortality", "long_los", "readmission")
 UPSTREAM = "multimodal_dataset"
@@ -101,17 +100,7 @@ def read_dataset(project: ProjectResource, asset_name: str):
     """The upstream table, or a Failure that says how to build it."""
     import pyarrow.parquet as pq
 
-    path = project.paths().table(UPSTREAM)
-    if not path.exists():
-        raise Failure(
-            description=(
-                f"{path} does not exist: the upstream asset `{UPSTREAM}` was never materialized "
-                f"on this instance. Materialize it together with its upstream assets: "
-                f"dagster asset materialize -m pipelines.definitions --select '*{asset_name}' "
-                f"(or run `make demo`)."
-            )
-        )
-    return pq.read_table(path)
+    return pq.read_table(require_table(project.paths(), UPSTREAM, asset_name))
 
 
 def roc_png(y, p, title: str) -> bytes:

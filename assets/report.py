@@ -21,7 +21,8 @@ from pydantic import Field
 
 from plumbing import fit_reuse as reuse
 from plumbing.pools import TORCH_POOL
-from plumbing.resources import ProjectResource
+from plumbing.resources import ProjectResource, require_table
+from plumbing.settings import materialize_first
 
 TASKS = ("mortality", "long_los", "readmission")
 DEPS = [
@@ -93,12 +94,7 @@ def moe_report(
     context: AssetExecutionContext, config: ReportConfig, project: ProjectResource
 ) -> MaterializeResult:
     paths = project.paths()
-    if not paths.table("multimodal_dataset").exists():
-        raise Failure(
-            description=f"{paths.table('multimodal_dataset')} does not exist: materialize "
-            "the upstream assets first: dagster asset materialize -m pipelines.definitions "
-            "--select '*moe_report' (or run `make demo`)."
-        )
+    require_table(paths, "multimodal_dataset", "moe_report")
     truth = paths.truth_path if paths.is_demo else None
     cxr_weights = _cxr_weights(context)
     out_dir = paths.data_dir / "reports"
@@ -128,8 +124,9 @@ def moe_report(
     )
     if not rep.tasks:
         raise Failure(
-            description=f"No MoE predictions under {paths.data_dir / 'models'}: materialize "
-            "moe_<task> and baselines_<task> first."
+            description=materialize_first(
+                paths.data_dir / "models", "moe_<task>", "moe_report", "holds no MoE predictions"
+            )
         )
     meta: dict[str, Any] = {
         "report": MetadataValue.path(str(rep.path)),

@@ -12,7 +12,7 @@ from dagster import (
 )
 
 from plumbing.pools import DUCKDB_POOL
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from sql import RAW_TABLES, STAGED_NAMES, BuildResult, build_staged, code_version
 
 _DESCRIPTIONS = {
@@ -62,7 +62,7 @@ def _staging_asset(name: str) -> AssetsDefinition:
         ),
     )
     def _staged(
-        context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBResource
+        context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
     ) -> MaterializeResult:
         paths = project.paths()
         result = build_staged(name, paths.raw_root, paths.data_dir, duckdb.settings(paths.data_dir))

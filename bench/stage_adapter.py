@@ -2,7 +2,7 @@
 
 This calls the project's own staging builder, `sql.build.build_staged` (what the
 `staged_<table>` assets run), with the settings that the `duckdb` resource gives by
-default (`plumbing.resources.DuckDBResource`: memory_limit 4GB, threads = all cores, spill
+default (`plumbing.resources.DuckDBSettings`: memory_limit 4GB, threads = all cores, spill
 folder under the data dir). The settings are built here rather than by importing the
 resource, so that the timed process does not pay for importing Dagster (~1 s), which the
 asset's run worker has already paid.
@@ -19,7 +19,7 @@ CODE_PATH = "sql.build.build_staged"
 
 
 def duckdb_settings(data_dir: Path, threads: int = 0, memory_limit: str = "4GB") -> dict[str, Any]:
-    """Same keys and defaults as `DuckDBResource.settings(data_dir)`."""
+    """Same keys and defaults as `DuckDBSettings.settings(data_dir)`."""
     return {
         "memory_limit": memory_limit,
         "threads": threads or (os.cpu_count() or 1),

@@ -27,14 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
+from moe.lazy_model import resolve_device
 from moe.metrics import auprc
 from moe.model import MoE, MoEConfig, MoEEnsemble, is_projected
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @contextlib.contextmanager
@@ -194,7 +189,7 @@ def train_module(
 ) -> tuple[M, dict[str, Any]]:
     """Fit `module` on labelled rows of `tr`, early-stopping on `va`. Returns the module at
     its best validation epoch (in eval mode) and a history dict."""
-    device = resolve_device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     module.to(device)
     assert tr.y is not None
@@ -336,7 +331,7 @@ class FittedMoE:
         module = build_module(meta["dims"], cfg)
         blob = torch.load(d / "model.pt", map_location=device, weights_only=True)
         module.load_state_dict(blob["state_dict"])
-        module.to(resolve_device(device)).eval()
+        module.to(torch.device(resolve_device(device))).eval()
         return cls(module, meta["task"], cfg, meta.get("history"))
 
 

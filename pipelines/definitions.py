@@ -9,8 +9,8 @@ from dagster import (
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     Definitions,
-    load_asset_checks_from_modules,
-    load_assets_from_modules,
+    load_asset_checks_from_package_module,
+    load_assets_from_package_module,
     map_asset_specs,
 )
 
@@ -44,13 +44,11 @@ downstream_automation = AutomationConditionSensorDefinition(
     description="After a cohort refresh: re-embed what is new, rebuild the dataset, retrain, report.",
 )
 
-_modules = assets.all_asset_modules()
-
 _assets = map_asset_specs(
     lambda spec: spec.replace_attributes(automation_condition=follow_upstream())
     if spec.group_name in DOWNSTREAM_GROUPS
     else spec,
-    [a for a in load_assets_from_modules(_modules) if isinstance(a, AssetsDefinition)],
+    [a for a in load_assets_from_package_module(assets) if isinstance(a, AssetsDefinition)],
 )
 
 # a run killed with SIGKILL keeps its "duckdb"/"torch" pool slot; give it back first
@@ -58,7 +56,7 @@ release_at_load()
 
 defs = Definitions(
     assets=_assets,
-    asset_checks=load_asset_checks_from_modules(_modules),
+    asset_checks=load_asset_checks_from_package_module(assets),
     jobs=ALL_JOBS,
     schedules=[cohort_refresh_schedule],
     sensors=[mimic_root_change_sensor, downstream_automation],

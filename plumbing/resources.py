@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from plumbing.settings import ProjectPaths, ensure_private_dir, project_paths
+from plumbing.settings import ProjectPaths, ensure_private_dir, materialize_first, project_paths
 
 
 class ProjectResource(ConfigurableResource):
@@ -27,8 +27,20 @@ class ProjectResource(ConfigurableResource):
         )
 
 
-class DuckDBResource(ConfigurableResource):
-    """Limits for every DuckDB connection, so real chartevents stages on a 24 GiB machine."""
+def require_table(paths: ProjectPaths, name: str, downstream: str) -> Path:
+    """`paths.table(name)`, or a Failure that says how to build it for `downstream`."""
+    path = paths.table(name)
+    if not path.exists():
+        raise Failure(description=materialize_first(path, name, downstream))
+    return path
+
+
+class DuckDBSettings(ConfigurableResource):
+    """Limits for every DuckDB connection, so real chartevents stages on a 24 GiB machine.
+
+    Not dagster-duckdb's `DuckDBResource` (one database, a connection per step): the
+    pipeline's SQL runs on in-memory connections over Parquet files (`sql.runner.connect`),
+    and this resource only carries the settings each of them gets."""
 
     memory_limit: str = Field(default="4GB", description="DuckDB memory_limit; spills beyond it.")
     threads: int = Field(default=0, description="DuckDB threads; 0 means all cores.")
@@ -52,7 +64,7 @@ def default_resources() -> dict[str, ConfigurableResource]:
             data_dir=str(paths.data_dir),
             mimic_root=str(paths.mimic_root) if paths.mimic_root else "",
         ),
-        "duckdb": DuckDBResource(
+        "duckdb": DuckDBSettings(
             memory_limit=os.environ.get("MOE_DUCKDB_MEMORY_LIMIT", "4GB"),
             threads=int(os.environ.get("MOE_DUCKDB_THREADS", "0")),
             temp_directory=os.environ.get("MOE_DUCKDB_TEMP_DIR", ""),

@@ -1,7 +1,7 @@
 """Where the pipeline reads and writes, resolved once from the environment.
 
 `MOE_MIMIC_ROOT` unset means the demo profile: raw files are generated into
-`$MOE_DATA_DIR/demo/raw` by the `demo_raw` asset. Set, it points at a PhysioNet layout
+`$MOE_DATA_DIR/demo/raw` by the `mimic_raw` asset. Set, it points at a PhysioNet layout
 (`hosp/`, `icu/`, optionally `note/` and `cxr/`) and the demo generator plays no part.
 """
 
@@ -48,6 +48,18 @@ def ensure_private_dir(path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def materialize_first(
+    path: Path, upstream: str, downstream: str, problem: str = "does not exist"
+) -> str:
+    """The one message for an input table that is not there: which asset builds it, and
+    the command that builds it with everything it needs."""
+    return (
+        f"{path} {problem}: the upstream asset `{upstream}` was never materialized on this "
+        f"data folder. Materialize it together with its own upstream assets: dagster asset "
+        f"materialize -m pipelines.definitions --select '*{downstream}' (or run `make demo`)."
+    )
 
 
 def project_paths(environ: dict[str, str] | None = None) -> ProjectPaths:

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from plumbing.settings import materialize_first
 from sql.runner import (
     RAW_TABLES,
     VARIABLES_CSV,
@@ -104,10 +105,8 @@ def _staged(data_dir: Path, name: str) -> Path:
 def _upstream_fingerprint(path: Path) -> str:
     fp = stored_fingerprint(path) if path.is_file() else None
     if fp is None:
-        raise FileNotFoundError(
-            f"{path} is missing or was not written by this pipeline: materialize "
-            f"{path.stem!r} first (dagster asset materialize --select '+{path.stem}')."
-        )
+        problem = "is missing or was not written by this pipeline"
+        raise FileNotFoundError(materialize_first(path, path.stem, path.stem, problem))
     return fp
 
 

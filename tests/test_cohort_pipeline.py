@@ -25,7 +25,7 @@ from assets.cohort import (
     ehr_features_no_value_at_or_after_t0,
 )
 from assets.staging import staging_assets
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import INTIME, T0, H, RawBuilder, build_all
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mimic_iv_demo"
@@ -46,7 +46,7 @@ def _materialize(raw: Path, data: Path):
         [*ASSETS, *CHECKS],
         resources={
             "project": ProjectResource(data_dir=str(data), mimic_root=str(raw)),
-            "duckdb": DuckDBResource(memory_limit="512MB", threads=1),
+            "duckdb": DuckDBSettings(memory_limit="512MB", threads=1),
         },
         raise_on_error=True,
     )

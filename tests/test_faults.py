@@ -19,7 +19,7 @@ import pytest
 from dagster import materialize
 
 from assets.staging import staged_patients
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import RawBuilder
 from tests.reliability_helpers import (
     REPO,
@@ -178,7 +178,7 @@ def test_unwritable_data_dir_is_a_clear_dagster_failure(tmp_path: Path) -> None:
         [staged_patients],
         resources={
             "project": ProjectResource(data_dir=str(data), mimic_root=str(raw)),
-            "duckdb": DuckDBResource(
+            "duckdb": DuckDBSettings(
                 memory_limit="256MB", threads=1, temp_directory=str(tmp_path / "t")
             ),
         },

@@ -23,7 +23,7 @@ import yaml
 from dagster import materialize
 
 from assets.staging import staged_patients
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import RawBuilder
 from tests.reliability_helpers import REPO, make_home, run_cli
 
@@ -96,7 +96,7 @@ def test_data_dir_is_created_readable_by_owner_only(tmp_path: Path) -> None:
         [staged_patients],
         resources={
             "project": ProjectResource(data_dir=str(data), mimic_root=str(raw)),
-            "duckdb": DuckDBResource(memory_limit="256MB", threads=1),
+            "duckdb": DuckDBSettings(memory_limit="256MB", threads=1),
         },
         selection=[staged_patients.key],
     )
