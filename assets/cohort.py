@@ -19,6 +19,7 @@ from pydantic import Field
 
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
+from plumbing.reuse import parquet_stats
 from sql import (
     STAGED_NAMES,
     BuildResult,
@@ -30,7 +31,6 @@ from sql import (
     code_version,
     run_check,
 )
-from sql.runner import stored_stats
 
 # Plausible ranges (warning checks): outside them the data or the SQL is probably off.
 PREVALENCE_RANGES = {"mortality": (0.01, 0.5), "long_los": (0.01, 0.8), "readmission": (0.01, 0.6)}
@@ -250,7 +250,7 @@ def cohort_unique_stay_id(
 def cohort_rates_plausible(
     context: AssetCheckExecutionContext, project: ProjectResource
 ) -> AssetCheckResult:
-    stats = stored_stats(project.paths().table("cohort"))
+    stats = parquet_stats(project.paths().table("cohort"))
     absent = set(stats.get("modules_absent", []))
     problems = []
     for label, (low, high) in PREVALENCE_RANGES.items():

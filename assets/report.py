@@ -19,7 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from plumbing import fit_reuse as reuse
+from plumbing import reuse
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
 from plumbing.settings import materialize_first

@@ -27,12 +27,12 @@ def isal_plain(
 ) -> dict[str, Any]:
     from isal import igzip
 
+    from plumbing.raw_layout import RAW_TABLES, raw_file
     from sql.build import build_staged
-    from sql.runner import RAW_TABLES, resolve_raw
 
     t0 = time.perf_counter()
     spec = RAW_TABLES[table]
-    src = resolve_raw(raw_root, spec)
+    src = raw_file(raw_root, table)
     assert src is not None
     scratch = data_dir / ".plain_root"
     (scratch / spec.module).mkdir(parents=True, exist_ok=True)
@@ -59,22 +59,17 @@ def arrow_stream(
     import pyarrow.csv as pacsv
     from isal import igzip_threaded
 
+    from plumbing.raw_layout import RAW_TABLES
+    from plumbing.reuse import combine, file_identity
     from sql.build import code_version
-    from sql.runner import (
-        RAW_TABLES,
-        combine,
-        connect,
-        file_fingerprint,
-        stage_table,
-        validate_raw,
-    )
+    from sql.runner import connect, stage_table, validate_raw
 
     t0 = time.perf_counter()
     spec = RAW_TABLES[table]
     src = validate_raw(raw_root, spec)
     assert src is not None
     out = data_dir / f"staged_{table}.parquet"
-    fingerprint = combine(code_version(f"staged_{table}"), file_fingerprint([src]))
+    fingerprint = combine(code_version(f"staged_{table}"), file_identity([src]))
     con = connect(duckdb_settings(data_dir, threads, memory_limit))
     cols = list(spec.columns)
     stream = igzip_threaded.open(src, "rb", threads=1)

@@ -2,6 +2,7 @@
 (`variables.csv`), and a small Dagster-free runner (`sql.runner`) and builders
 (`sql.build`) that execute them with DuckDB."""
 
+from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
 from sql.build import (
     ASSET_SQL,
     STAGED_NAMES,
@@ -15,7 +16,7 @@ from sql.build import (
     code_version,
     run_check,
 )
-from sql.runner import RAW_TABLES, RawInputError, RawTable, load_sql, variable_names
+from sql.runner import load_sql, variable_names
 
 __all__ = [
     "ASSET_SQL",

@@ -18,17 +18,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from plumbing.raw_layout import RAW_TABLES, RawInputError
+from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, reusable_parquet
 from plumbing.settings import materialize_first
 from sql.runner import (
-    RAW_TABLES,
     VARIABLES_CSV,
-    RawInputError,
     check_gzip,
     code_hash,
-    combine,
     connect,
     feature_columns_sql,
-    file_fingerprint,
     list_cxr_files,
     load_sql,
     parquet_view,
@@ -36,8 +34,6 @@ from sql.runner import (
     set_interval,
     sql_view,
     stage_table,
-    stored_fingerprint,
-    stored_stats,
     validate_raw,
     write_parquet_atomic,
 )
@@ -93,9 +89,8 @@ class BuildResult:
 
 
 def _reuse(out: Path, fingerprint: str, force: bool) -> BuildResult | None:
-    if not force and out.is_file() and stored_fingerprint(out) == fingerprint:
-        return BuildResult(out, fingerprint, stored_stats(out), reused=True)
-    return None
+    stats = None if force else reusable_parquet(out, fingerprint)
+    return None if stats is None else BuildResult(out, fingerprint, stats, reused=True)
 
 
 def _staged(data_dir: Path, name: str) -> Path:
@@ -103,7 +98,7 @@ def _staged(data_dir: Path, name: str) -> Path:
 
 
 def _upstream_fingerprint(path: Path) -> str:
-    fp = stored_fingerprint(path) if path.is_file() else None
+    fp = parquet_key(path) if path.is_file() else None
     if fp is None:
         problem = "is missing or was not written by this pipeline"
         raise FileNotFoundError(materialize_first(path, path.stem, path.stem, problem))
@@ -130,7 +125,7 @@ def build_staged(
             f"missing for every stay ({table.source}); staged_{name} is written empty."
         )
     out = _staged(data_dir, name)
-    fingerprint = combine(code_version(f"staged_{name}"), file_fingerprint([source]))
+    fingerprint = combine(code_version(f"staged_{name}"), file_identity([source]))
     reused = _reuse(out, fingerprint, force)
     if reused is not None:
         reused.warnings = warnings
@@ -223,7 +218,7 @@ def build_cohort(
             "modules_absent": [
                 n
                 for n in ("discharge", "radiology", "cxr_metadata")
-                if stored_stats(_staged(data_dir, n)).get("source") == "absent"
+                if parquet_stats(_staged(data_dir, n)).get("source") == "absent"
             ],
             "params": asdict(params),
         }

@@ -5,8 +5,8 @@
 - Raw MIMIC files are resolved as `.csv.gz` or `.csv` and validated (file present, required
   columns in the header, readable gzip) with errors that name the file and the fix.
 - Connections get `memory_limit`, `threads` and a spill `temp_directory`.
-- Parquet is written atomically (temp file + `os.replace`), with a fingerprint of the
-  inputs in the file's key-value metadata, so an unchanged re-run can reuse it.
+- Parquet is written atomically (`plumbing.atomic`), with its reuse key and counts in the
+  file's key-value metadata (`plumbing.reuse`), so an unchanged re-run can reuse it.
 """
 
 from __future__ import annotations
@@ -15,157 +15,21 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 import os
-import uuid
+import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from plumbing.atomic import atomic_path
+from plumbing.raw_layout import RawInputError, RawTable, raw_file
+from plumbing.reuse import parquet_metadata
 
 SQL_DIR = Path(__file__).resolve().parent
 VARIABLES_CSV = SQL_DIR / "variables.csv"
-FINGERPRINT_KEY = b"moe_fingerprint"
-STATS_KEY = b"moe_stats"
-
-MIMIC_IV = "MIMIC-IV v2.2+ (https://physionet.org/content/mimiciv/)"
-MIMIC_NOTE = "MIMIC-IV-Note (https://physionet.org/content/mimic-iv-note/)"
-MIMIC_CXR = "MIMIC-CXR-JPG (https://physionet.org/content/mimic-cxr-jpg/)"
-
-
-class RawInputError(RuntimeError):
-    """A raw input file is missing, lacks a column, or cannot be read."""
-
-
-@dataclass(frozen=True)
-class RawTable:
-    """One raw PhysioNet file that a staging statement reads."""
-
-    name: str  # staged table suffix: staged_<name>
-    module: str  # hosp / icu / note / cxr
-    stem: str  # file name without .csv(.gz)
-    columns: tuple[str, ...]  # required (and the only ones read)
-    source: str  # which PhysioNet project provides it
-    optional: bool = False  # optional modules may be absent: empty table + warning
-
-    @property
-    def relative(self) -> str:
-        return f"{self.module}/{self.stem}.csv.gz"
-
-
-RAW_TABLES: dict[str, RawTable] = {
-    t.name: t
-    for t in [
-        RawTable(
-            "patients",
-            "hosp",
-            "patients",
-            ("subject_id", "gender", "anchor_age", "anchor_year", "dod"),
-            MIMIC_IV,
-        ),
-        RawTable(
-            "admissions",
-            "hosp",
-            "admissions",
-            (
-                "subject_id",
-                "hadm_id",
-                "admittime",
-                "dischtime",
-                "deathtime",
-                "hospital_expire_flag",
-            ),
-            MIMIC_IV,
-        ),
-        RawTable(
-            "icustays",
-            "icu",
-            "icustays",
-            ("subject_id", "hadm_id", "stay_id", "first_careunit", "intime", "outtime"),
-            MIMIC_IV,
-        ),
-        RawTable(
-            "chartevents",
-            "icu",
-            "chartevents",
-            (
-                "subject_id",
-                "hadm_id",
-                "stay_id",
-                "itemid",
-                "charttime",
-                "storetime",
-                "valuenum",
-                "valueuom",
-            ),
-            MIMIC_IV,
-        ),
-        RawTable(
-            "labevents",
-            "hosp",
-            "labevents",
-            (
-                "labevent_id",
-                "subject_id",
-                "hadm_id",
-                "itemid",
-                "charttime",
-                "storetime",
-                "valuenum",
-                "valueuom",
-            ),
-            MIMIC_IV,
-        ),
-        RawTable(
-            "discharge",
-            "note",
-            "discharge",
-            (
-                "note_id",
-                "subject_id",
-                "hadm_id",
-                "note_type",
-                "note_seq",
-                "charttime",
-                "storetime",
-                "text",
-            ),
-            MIMIC_NOTE,
-            optional=True,
-        ),
-        RawTable(
-            "radiology",
-            "note",
-            "radiology",
-            (
-                "note_id",
-                "subject_id",
-                "hadm_id",
-                "note_type",
-                "note_seq",
-                "charttime",
-                "storetime",
-                "text",
-            ),
-            MIMIC_NOTE,
-            optional=True,
-        ),
-        RawTable(
-            "cxr_metadata",
-            "cxr",
-            "mimic-cxr-2.0.0-metadata",
-            ("dicom_id", "subject_id", "study_id", "ViewPosition", "StudyDate", "StudyTime"),
-            MIMIC_CXR,
-            optional=True,
-        ),
-    ]
-}
-
 
 # --------------------------------------------------------------------------- SQL files
 
@@ -229,15 +93,6 @@ def feature_columns_sql() -> str:
 # --------------------------------------------------------------------------- raw files
 
 
-def resolve_raw(root: Path, table: RawTable) -> Path | None:
-    """`<root>/<module>/<stem>.csv.gz`, else `.csv`, else None."""
-    for suffix in (".csv.gz", ".csv"):
-        path = root / table.module / f"{table.stem}{suffix}"
-        if path.is_file():
-            return path
-    return None
-
-
 def read_header(path: Path) -> list[str]:
     """Column names of a CSV(.gz); RawInputError naming the file when unreadable."""
     try:
@@ -261,7 +116,7 @@ def validate_raw(root: Path, table: RawTable) -> Path | None:
 
     Raises RawInputError for a missing required file or a missing column.
     """
-    path = resolve_raw(root, table)
+    path = raw_file(root, table.name)
     if path is None:
         if table.optional:
             return None
@@ -321,18 +176,6 @@ def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
             f"{path}: corrupt or truncated gzip ({type(err).__name__}: {err}). Check it with "
             f"`gzip -t {path}` and download it again from PhysioNet. No output was replaced."
         ) from err
-
-
-def file_fingerprint(paths: Iterable[Path | None]) -> str:
-    """Cheap identity of raw files: name, size and modification time (like make)."""
-    h = hashlib.sha256()
-    for p in paths:
-        if p is None:
-            h.update(b"<absent>\0")
-            continue
-        st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\0".encode())
-    return h.hexdigest()[:16]
 
 
 def list_cxr_files(raw_root: Path) -> list[str]:
@@ -451,25 +294,6 @@ def set_interval(con: duckdb.DuckDBPyConnection, name: str, seconds: float) -> N
     con.execute(f"SET VARIABLE {name} = to_microseconds(CAST({micros} AS BIGINT))")
 
 
-def stored_fingerprint(path: Path) -> str | None:
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return None
-    value = meta.get(FINGERPRINT_KEY)
-    return value.decode() if value else None
-
-
-def stored_stats(path: Path) -> dict[str, Any]:
-    meta = pq.read_schema(path).metadata or {}
-    raw = meta.get(STATS_KEY)
-    return json.loads(raw) if raw else {}
-
-
-def _tmp_beside(out: Path, tag: str) -> Path:
-    return out.with_name(f".{out.name}.{tag}-{uuid.uuid4().hex[:8]}")
-
-
 def write_parquet_atomic(
     con: duckdb.DuckDBPyConnection,
     query: str,
@@ -477,20 +301,13 @@ def write_parquet_atomic(
     fingerprint: str = "",
     stats: Mapping[str, Any] | None = None,
 ) -> int:
-    """COPY `query` to `out` via a temp file in the same folder + rename. Returns rows."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_beside(out, "tmp")
-    kv = (
-        f"KV_METADATA {{moe_fingerprint: {_lit(fingerprint)}, "
-        f"moe_stats: {_lit(json.dumps(dict(stats or {}), sort_keys=True, default=str))}}}"
-    )
-    try:
+    """COPY `query` to `out` atomically, its reuse key and counts in the file. Returns rows."""
+    kv = ", ".join(f"{k}: {_lit(v)}" for k, v in parquet_metadata(fingerprint, stats).items())
+    with atomic_path(out) as tmp:
         rows = con.execute(
-            f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd, {kv})"
+            f"COPY ({query}) TO {_lit(str(tmp))} (FORMAT parquet, COMPRESSION zstd, "
+            f"KV_METADATA {{{kv}}})"
         ).fetchone()
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return int(rows[0]) if rows else 0
 
 
@@ -507,7 +324,10 @@ def stage_table(
     reason it is dropped), write the kept rows atomically, return row and reject counts.
     `before_commit` runs before the output is replaced; if it raises, nothing is."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = _tmp_beside(out, "parsed")
+    # the parsed rows with their reasons, beside the output, named like an atomic-write temp
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    scratch = Path(name)
     try:
         try:
             con.execute(f"COPY ({load_sql(sql_name)}) TO {_lit(str(scratch))} (FORMAT parquet)")
@@ -548,11 +368,3 @@ def stage_table(
     finally:
         scratch.unlink(missing_ok=True)
     return stats
-
-
-def combine(*parts: object) -> str:
-    """Fingerprint of several parts (code hash, parameters, upstream fingerprints)."""
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(json.dumps(part, sort_keys=True, default=str).encode() + b"\0")
-    return h.hexdigest()[:16]

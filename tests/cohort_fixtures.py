@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from plumbing.raw_layout import RAW_TABLES
 from sql import (
     STAGED_NAMES,
     build_cohort,
@@ -21,7 +22,6 @@ from sql import (
     build_ehr_features,
     build_staged,
 )
-from sql.runner import RAW_TABLES
 
 SETTINGS = {"memory_limit": "512MB", "threads": 1, "temp_directory": "/tmp/moe_cohort_tests_tmp"}
 BASE = datetime(2150, 1, 1, 8, 0, 0)

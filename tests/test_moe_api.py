@@ -175,14 +175,14 @@ def test_unchanged_inputs_reuse_fits_and_any_change_refits(toy, tmp_path):
 
 
 def test_code_change_changes_the_fit_key(tmp_path, monkeypatch):
-    from plumbing import fit_reuse
+    from plumbing import reuse
 
     f = tmp_path / "x.parquet"
     f.write_bytes(b"abc")
-    key = fit_reuse.fit_key([f], {"a": 1})
-    assert fit_reuse.fit_key([f], {"a": 1}) == key
-    monkeypatch.setattr(fit_reuse, "code_digest", lambda: "other code")
-    assert fit_reuse.fit_key([f], {"a": 1}) != key
+    key = reuse.fit_key([f], {"a": 1})
+    assert reuse.fit_key([f], {"a": 1}) == key
+    monkeypatch.setattr(reuse, "code_digest", lambda: "other code")
+    assert reuse.fit_key([f], {"a": 1}) != key
 
 
 def test_report_is_reused_until_a_model_output_changes(toy, tmp_path):

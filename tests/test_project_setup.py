@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from plumbing.raw_layout import RawLayoutError, check_layout, fingerprint, table_file
+from plumbing.raw_layout import RawLayoutError, check_layout, fingerprint, raw_file
 from plumbing.settings import project_paths
 from scripts.venv_setup import BEGIN, install
 
@@ -58,7 +58,7 @@ def test_layout_accepts_plain_csv_and_gz(tmp_path: Path) -> None:
     root = _minimal_root(tmp_path)
     (root / "hosp" / "patients.csv.gz").unlink()
     (root / "hosp" / "patients.csv").write_text("subject_id\n")
-    assert table_file(root, "hosp", "patients") == root / "hosp" / "patients.csv"
+    assert raw_file(root, "patients") == root / "hosp" / "patients.csv"
     report = check_layout(root)
     assert report.present_modules == ["hosp", "icu"]
     assert report.missing_optional == ["note", "cxr"]

@@ -96,3 +96,31 @@ def test_code_version_follows_sql_files():
     assert code_version("staged_chartevents") != code_version("staged_labevents")
     assert code_version("cohort") == code_version("cohort")
     assert "variables.csv" in load_sql("staged_chartevents")
+
+
+@pytest.mark.parametrize("second", ["admissions.csv.gz", "Admissions.csv"])
+def test_two_candidate_files_for_one_table_are_refused_naming_both(tmp_path, second):
+    from plumbing.raw_layout import check_layout
+
+    raw = _raw(tmp_path)
+    data = tmp_path / "data"
+    good = build_staged("admissions", raw, data, SETTINGS)
+    before = good.path.read_bytes()
+    shutil.copy(raw / "hosp" / "admissions.csv", raw / "hosp" / second)
+    for run in (
+        lambda: build_staged("admissions", raw, data, SETTINGS, force=True),
+        lambda: check_layout(raw),
+    ):
+        with pytest.raises(RawInputError) as err:
+            run()
+        msg = str(err.value)
+        assert "2 files could be hosp/admissions" in msg and second in msg
+        assert "admissions.csv" in msg.replace(second, "")
+    assert good.path.read_bytes() == before
+
+
+def test_a_file_named_in_another_case_is_named_not_reported_missing(tmp_path):
+    raw = _raw(tmp_path)
+    (raw / "hosp" / "admissions.csv").rename(raw / "hosp" / "ADMISSIONS.csv")
+    with pytest.raises(RawInputError, match=r"ADMISSIONS\.csv: expected the name admissions"):
+        build_staged("admissions", raw, tmp_path / "data", SETTINGS)
