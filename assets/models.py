@@ -81,8 +81,10 @@ class MoETrainConfig(Config):
 
 class BaselinesConfig(MoETrainConfig):
     kinds: list[str] = Field(
-        default=["ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm"],
-        description="Baselines to fit.",
+        default=["ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm",
+                 "fusemoe", "flex_moe", "medfuse"],
+        description="Baselines to fit (`moe.baselines.KINDS`; the last three are the "
+        "published peers).",
     )
     ablations: list[str] = Field(
         default=["moe_no_masking", "moe_no_dropout", "moe_single_expert", "moe_no_ensemble"],

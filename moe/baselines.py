@@ -10,6 +10,8 @@
   (HAIM's recipe); vectors longer than `pca_dim` are first reduced by a PCA fitted on the
   train stays that have that modality. The number of boosting iterations is chosen on val
   AUPRC.
+- `fusemoe`, `flex_moe`, `medfuse`: published fusion methods re-implemented at the head level
+  on the same vectors (`moe.peers`, whose docstrings say what each keeps and simplifies).
 The neural baselines share the MoE's training loop and hyper-parameters (`MoEConfig`),
 including its train-PCA input projection (`proj_dim`).
 """
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.metrics import auprc
 from moe.model import MoEConfig, is_projected
+from moe.peers import PEER_KINDS, PEERS, fit_peer
 from moe.train import (
     fit_input_transform,
     labelled_split,
@@ -41,7 +44,9 @@ from moe.train import (
     train_module,
 )
 
-KINDS: tuple[str, ...] = ("ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm")
+KINDS: tuple[str, ...] = (
+    "ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm", *PEER_KINDS
+)
 
 
 class InputMLP(nn.Module):
@@ -114,7 +119,7 @@ class FittedBaseline:
     def predict_arrays(self, a: Arrays) -> np.ndarray:
         if self.kind in ("ehr_only", "notes_only", "cxr_only"):
             return self._unimodal(self.kind.removesuffix("_only"), a)
-        if self.kind == "early_fusion":
+        if self.kind == "early_fusion" or self.kind in PEER_KINDS:
             module = self.parts["module"]
             return _sigmoid(predict_module(module, a, next(module.parameters()).device))
         if self.kind == "late_fusion":
@@ -303,6 +308,8 @@ def fit_baseline(
                 parts[m], parts["history"][m] = _fit_unimodal(tr, va, m, cfg)
         elif kind == "early_fusion":
             parts["module"], parts["history"] = _fit_mlp(tr, va, MODALITIES, True, cfg)
+        elif kind in PEER_KINDS:
+            parts["module"], parts["history"] = fit_peer(PEERS[kind], tr, va, cfg)
         else:
             parts["gbm"], parts["features"], parts["history"] = _fit_gbm(tr, va, cfg)
     return FittedBaseline(kind, task, a.dims(), prevalence, parts)
