@@ -22,7 +22,6 @@ per split and per availability pattern).
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,7 @@ from moe.baselines import KINDS, FittedBaseline
 from moe.baselines import fit_baseline as _fit_baseline
 from moe.data import Table, extract, pattern_labels
 from moe.metrics import auprc, auroc, summary, threshold_from_val
-from moe.model import MoEConfig
-from moe.train import FittedMoE, fit_moe
+from moe.train import FittedMoE, MoEConfig, fit_moe
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "moe_no_masking": {"availability_masking": False},
@@ -51,7 +49,7 @@ def make_config(config: MoEConfig | dict[str, Any] | None = None, **overrides: A
         cfg = config
     else:
         cfg = MoEConfig.from_dict(dict(config))
-    return replace(cfg, **overrides) if overrides else cfg
+    return cfg.replace(**overrides) if overrides else cfg
 
 
 def fit(table: Table, task: str, config: MoEConfig | dict[str, Any] | None = None) -> FittedMoE:

@@ -19,7 +19,6 @@ including its train-PCA input projection (`proj_dim`).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,9 +30,10 @@ from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.metrics import auprc
-from moe.model import MoEConfig, is_projected
+from moe.model import is_projected
 from moe.peers import PEER_KINDS, PEERS, fit_peer
 from moe.train import (
+    MoEConfig,
     fit_input_transform,
     labelled_split,
     pos_weight_of,
@@ -288,7 +288,7 @@ def fit_baseline(
 ) -> FittedBaseline:
     if kind not in KINDS:
         raise ValueError(f"unknown baseline kind {kind!r}; expected one of {KINDS}")
-    cfg = replace(config or MoEConfig())
+    cfg = config or MoEConfig()
     a = table if isinstance(table, Arrays) else extract(table, task)
     tr, va = labelled_split(a, "train"), labelled_split(a, "val")
     assert tr.y is not None

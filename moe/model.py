@@ -17,12 +17,13 @@
     head: LayerNorm -> Linear -> logit (n,)   (+ a fixed prior-correction offset)
 
 Training details (BCE with class weighting, modality dropout, load-balancing loss, early
-stopping) live in `moe/train.py`; the hyper-parameters of both are in `MoEConfig`.
+stopping) live in `moe/train.py`. Settings: the architecture here (`ModelConfig`), training in
+`moe.train.TrainConfig`; `moe.train.MoEConfig` holds both (flat keys, as `moe.fit` takes them).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from itertools import combinations
 from typing import Any, cast
 
@@ -37,8 +38,10 @@ ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
 
 
 @dataclass
-class MoEConfig:
-    # architecture
+class ModelConfig:
+    """The MoE's architecture (and its ablation switches). Training settings are
+    `moe.train.TrainConfig`; `moe.train.MoEConfig` holds both and is what `moe.fit` takes."""
+
     width: int = 128  # shared token width W
     expert_hidden: int = 128
     subsets: tuple[tuple[str, ...], ...] = ALL_SUBSETS  # modality subsets that get experts
@@ -50,24 +53,8 @@ class MoEConfig:
     proj_dim: int = 64  # >0: inputs wider than this go through a fixed train-PCA projection
     # ablation switches
     availability_masking: bool = True
-    modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
-    # training
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 512
-    max_epochs: int = 40
-    patience: int = 8
-    balance_weight: float = 0.01
-    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
-    ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
-    class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
-    prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
-    seed: int = 0
-    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
-    threads: int = 0  # torch CPU threads while fitting; 0 leaves torch's setting
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, saved as-is
 
     def __post_init__(self) -> None:
         self.subsets = tuple(tuple(s) for s in self.subsets)
@@ -77,12 +64,6 @@ class MoEConfig:
                 raise ValueError(f"expert subset {s!r} must be a non-empty subset of {MODALITIES}")
         if self.top_k < 1:
             raise ValueError("top_k must be >= 1")
-        if self.ensemble < 1:
-            raise ValueError("ensemble must be >= 1")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError("ema must be in [0, 1)")
-        if self.class_weight not in ("balanced", "none"):
-            raise ValueError("class_weight must be 'balanced' or 'none'")
 
     def expert_subsets(self) -> list[tuple[str, ...]]:
         if self.single_expert:
@@ -94,13 +75,8 @@ class MoEConfig:
         d["subsets"] = [list(s) for s in self.subsets]
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MoEConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown MoEConfig fields: {sorted(unknown)}")
-        return cls(**d)
+
+MODEL_FIELDS: frozenset[str] = frozenset(f.name for f in fields(ModelConfig))
 
 
 def expert_names(subsets: list[tuple[str, ...]]) -> list[str]:
@@ -219,7 +195,7 @@ class MoE(nn.Module):
     need: Tensor  # (E, 3) bool buffer: modalities each expert reads
     logit_offset: Tensor  # scalar buffer: -log(pos_weight) after training (prior correction)
 
-    def __init__(self, dims: dict[str, int], cfg: MoEConfig):
+    def __init__(self, dims: dict[str, int], cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.dims = {m: int(dims[m]) for m in MODALITIES}

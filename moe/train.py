@@ -18,7 +18,8 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, dataclass, fields
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +30,101 @@ from torch import Tensor, nn
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
-from moe.model import MoE, MoEConfig, MoEEnsemble, is_projected
+from moe.model import MODEL_FIELDS, ModelConfig, MoE, MoEEnsemble, is_projected
+
+
+@dataclass
+class TrainConfig:
+    """How the MoE (and the neural baselines and peers, which share the loop) are trained:
+    optimisation, regularisation by modality dropout, early stopping, the seed ensemble,
+    class weighting and prior correction, and where it runs (`device`, `threads`)."""
+
+    modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 40
+    patience: int = 8
+    balance_weight: float = 0.01
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
+    ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
+    class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
+    prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
+    seed: int = 0
+    # where it runs
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+    threads: int = 0  # torch CPU threads while fitting; 0 leaves torch's setting
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise ValueError("ensemble must be >= 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema must be in [0, 1)")
+        if self.class_weight not in ("balanced", "none"):
+            raise ValueError("class_weight must be 'balanced' or 'none'")
+
+
+TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))
+
+
+class MoEConfig:
+    """Everything `moe.fit` needs: `model` (architecture, `moe.model.ModelConfig`), `train`
+    (`TrainConfig`) and `extra` (free-form notes, saved as-is).
+
+    Flat on the outside, as users and the launchpad write settings: `MoEConfig(top_k=1,
+    lr=3e-4)` and `MoEConfig.from_dict({...})` send each key to the part that owns it,
+    `cfg.top_k` reads it from there, `cfg.replace(seed=1)` returns a copy with keys changed,
+    `to_dict()` is the flat dict (config.json). `from_dict` also accepts the nested form
+    `{"model": {...}, "train": {...}, "extra": {...}}`."""
+
+    __slots__ = ("extra", "model", "train")
+
+    def __init__(self, model: ModelConfig | None = None, train: TrainConfig | None = None,
+                 extra: dict[str, Any] | None = None, **flat: Any) -> None:
+        unknown = set(flat) - MODEL_FIELDS - TRAIN_FIELDS
+        if unknown:
+            raise ValueError(f"unknown MoEConfig fields: {sorted(unknown)}")
+        m = {k: v for k, v in flat.items() if k in MODEL_FIELDS}
+        t = {k: v for k, v in flat.items() if k in TRAIN_FIELDS}
+        self.model = dc_replace(model or ModelConfig(), **m)
+        self.train = dc_replace(train or TrainConfig(), **t)
+        self.extra = dict(extra or {})
+
+    def __getattr__(self, name: str) -> Any:
+        # only called when normal lookup fails: the parts' fields, read flat
+        if name in MODEL_FIELDS:
+            return getattr(object.__getattribute__(self, "model"), name)
+        if name in TRAIN_FIELDS:
+            return getattr(object.__getattribute__(self, "train"), name)
+        raise AttributeError(f"MoEConfig has no setting {name!r}")
+
+    def replace(self, **flat: Any) -> MoEConfig:
+        extra = flat.pop("extra", self.extra)
+        return MoEConfig(self.model, self.train, extra, **flat)
+
+    def expert_subsets(self) -> list[tuple[str, ...]]:
+        return self.model.expert_subsets()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.model.to_dict(), **asdict(self.train), "extra": dict(self.extra)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MoEConfig:
+        d = dict(d)
+        model = d.pop("model", None)
+        train = d.pop("train", None)
+        extra = d.pop("extra", None)
+        nested = {**(model or {}), **(train or {})}
+        return cls(extra=extra, **nested, **d)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MoEConfig) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"MoEConfig(model={self.model!r}, train={self.train!r}, extra={self.extra!r})"
+
+
+AnyTrainConfig = TrainConfig | MoEConfig
 
 
 @contextlib.contextmanager
@@ -184,7 +279,7 @@ def train_module(
     module: M,
     tr: Arrays,
     va: Arrays,
-    cfg: MoEConfig,
+    cfg: AnyTrainConfig,
     modality_drop: float = 0.0,
 ) -> tuple[M, dict[str, Any]]:
     """Fit `module` on labelled rows of `tr`, early-stopping on `va`. Returns the module at
@@ -355,7 +450,7 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
         else:
             members, hists = [], []
             for i in range(cfg.ensemble):
-                m, h = _fit_one(a.dims(), tr, va, replace(cfg, seed=cfg.seed + i))
+                m, h = _fit_one(a.dims(), tr, va, cfg.replace(seed=cfg.seed + i))
                 members.append(m)
                 hists.append(h)
             module = MoEEnsemble(members).eval()
@@ -370,8 +465,8 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
 def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
     """An untrained MoE, or an ensemble of `cfg.ensemble` of them."""
     if cfg.ensemble == 1:
-        return MoE(dims, cfg)
-    return MoEEnsemble([MoE(dims, cfg) for _ in range(cfg.ensemble)])
+        return MoE(dims, cfg.model)
+    return MoEEnsemble([MoE(dims, cfg.model) for _ in range(cfg.ensemble)])
 
 
 def _fit_one(
@@ -380,7 +475,7 @@ def _fit_one(
     """One MoE: seeded init, input transform from train rows, training, prior correction."""
     assert tr.y is not None
     seed_everything(cfg.seed)
-    module = MoE(dims, cfg)
+    module = MoE(dims, cfg.model)
     fit_input_transform(module, tr, cfg.proj_dim)
     module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
     if cfg.prior_correction:

@@ -106,7 +106,7 @@ def test_model_asset_writes_its_folder(toy, tmp_path):
 def test_launchpad_defaults_match_the_model_config():
     """The Dagster `Config` of the model assets must not drift from `moe.MoEConfig`."""
     from assets.models import MoETrainConfig
-    from moe.model import MoEConfig
+    from moe.train import MoEConfig
 
     launchpad = MoETrainConfig().moe_config()
     library = MoEConfig()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,9 +11,9 @@ import torch
 
 import moe
 from moe.metrics import auroc
-from moe.model import MoE, MoEConfig, load_balance_loss, route
+from moe.model import ModelConfig, MoE, load_balance_loss, route
 from moe.toydata import make_table
-from moe.train import FittedMoE, modality_dropout
+from moe.train import FittedMoE, MoEConfig, TrainConfig, modality_dropout
 
 torch.set_num_threads(1)
 DIMS = {"ehr": 6, "notes": 5, "cxr": 4}
@@ -38,7 +40,7 @@ def _grads(model, x, mask, rows):
 
 def test_masked_experts_get_zero_weight_and_missing_input_changes_nothing():
     torch.manual_seed(0)
-    model = MoE(DIMS, MoEConfig(width=16, expert_hidden=16, top_k=2)).eval()
+    model = MoE(DIMS, ModelConfig(width=16, expert_hidden=16, top_k=2)).eval()
     x, mask = _batch()
     out = model(x, mask)
     needs_cxr = torch.tensor(["C" in n for n in model.expert_names])
@@ -62,7 +64,7 @@ def test_masked_experts_get_zero_weight_and_missing_input_changes_nothing():
 
 
 def test_without_masking_every_expert_is_eligible():
-    model = MoE(DIMS, MoEConfig(width=8, expert_hidden=8, availability_masking=False))
+    model = MoE(DIMS, ModelConfig(width=8, expert_hidden=8, availability_masking=False))
     _, mask = _batch()
     assert model.eligibility(mask).all()
 
@@ -170,7 +172,7 @@ def test_unused_frame_columns_are_ignored(toy, fitted):
 
 def test_batched_experts_equal_calling_each_expert():
     torch.manual_seed(0)
-    model = MoE(DIMS, MoEConfig(width=16, expert_hidden=8)).eval()
+    model = MoE(DIMS, ModelConfig(width=16, expert_hidden=8)).eval()
     tok = torch.randn(10, 3 * 16)
     parts = dict(zip(("ehr", "notes", "cxr"), tok.split(16, dim=1), strict=True))
     ref = torch.stack(
@@ -182,12 +184,12 @@ def test_batched_experts_equal_calling_each_expert():
 def test_default_routes_two_experts_plus_shared_expert():
     cfg = MoEConfig()
     assert cfg.top_k == 2 and cfg.shared_expert
-    model = MoE(DIMS, MoEConfig(width=8, expert_hidden=8)).eval()
+    model = MoE(DIMS, ModelConfig(width=8, expert_hidden=8)).eval()
     x, mask = _batch()
     w = model(x, mask)["weights"]
     assert ((w > 0).sum(1) <= 2).all()
     assert model.shared is not None
-    assert MoE(DIMS, MoEConfig(width=8, expert_hidden=8, single_expert=True)).shared is None
+    assert MoE(DIMS, ModelConfig(width=8, expert_hidden=8, single_expert=True)).shared is None
 
 
 def test_pca_projection_roundtrip(tmp_path):
@@ -238,3 +240,27 @@ def test_seed_ensemble_averages_members_and_round_trips(tmp_path):
     assert ens.gate_weights(table).shape == (len(table), len(ens.expert_names))
     ens.save(tmp_path)
     assert np.array_equal(moe.load(tmp_path).predict_proba(table), ens.predict_proba(table))
+
+
+def test_config_is_split_into_architecture_and_training_but_reads_and_writes_flat():
+    cfg = MoEConfig(top_k=1, lr=3e-4, extra={"note": 1})
+    assert cfg.model == ModelConfig(top_k=1) and cfg.train == TrainConfig(lr=3e-4)
+    assert (cfg.top_k, cfg.lr, cfg.extra) == (1, 3e-4, {"note": 1})
+    flat = cfg.to_dict()
+    assert flat["top_k"] == 1 and flat["lr"] == 3e-4 and flat["subsets"][0] == ["ehr"]
+    assert MoEConfig.from_dict(flat) == cfg  # config.json round trip
+    nested = MoEConfig.from_dict({"model": {"top_k": 1}, "train": {"lr": 3e-4},
+                                  "extra": {"note": 1}})
+    assert nested == cfg
+    again = cfg.replace(seed=5, width=32)
+    assert (again.seed, again.width, again.top_k, cfg.seed, cfg.width) == (5, 32, 1, 0, 128)
+    with pytest.raises(ValueError, match="unknown MoEConfig fields"):
+        MoEConfig.from_dict({"top_kk": 1})
+    with pytest.raises(AttributeError):
+        _ = cfg.top_kk
+    with pytest.raises(ValueError, match="ensemble"):
+        MoEConfig(ensemble=0)
+    with pytest.raises(ValueError, match="top_k"):
+        MoEConfig(top_k=0)
+    assert set(flat) == {f.name for f in fields(ModelConfig)} | {
+        f.name for f in fields(TrainConfig)} | {"extra"}

@@ -9,13 +9,13 @@ import torch
 import moe
 from moe.data import MODALITIES, extract
 from moe.metrics import auroc
-from moe.model import MoEConfig
 from moe.peers import PEER_KINDS, FlexMoE, FuseMoE, MedFuse
 from moe.peers import flex_moe as flex_module
 from moe.peers.common import SparseExperts, top_k_gates
 from moe.peers.flex_moe import COMBINATIONS, specialised_gates
 from moe.peers.fusemoe import LaplaceRouter, laplace_logits
 from moe.toydata import make_table
+from moe.train import MoEConfig
 
 torch.set_num_threads(1)
 DIMS = {"ehr": 5, "notes": 7, "cxr": 9}

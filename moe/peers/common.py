@@ -20,8 +20,14 @@ import torch
 from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays
-from moe.model import ModalityEncoder, MoEConfig
-from moe.train import fit_input_transform, pos_weight_of, seed_everything, train_module
+from moe.model import ModalityEncoder
+from moe.train import (
+    MoEConfig,
+    fit_input_transform,
+    pos_weight_of,
+    seed_everything,
+    train_module,
+)
 
 
 class PeerModule(nn.Module):

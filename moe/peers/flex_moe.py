@@ -29,7 +29,6 @@ epochs (Flex-MoE: 5 of 50).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from itertools import combinations
 from typing import Any
 
@@ -38,7 +37,6 @@ import torch
 from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays
-from moe.model import MoEConfig
 from moe.peers.common import (
     PeerModule,
     SparseExperts,
@@ -47,7 +45,7 @@ from moe.peers.common import (
     pattern_bits,
     rows_with_all,
 )
-from moe.train import train_module
+from moe.train import MoEConfig, train_module
 
 # Flex-MoE's combination index: the full combination first (index 0), then by size
 COMBINATIONS: tuple[tuple[str, ...], ...] = tuple(
@@ -150,7 +148,7 @@ class FlexMoE(PeerModule):
         warm = max(1, cfg.max_epochs // 10)
         assert tr.y is not None
         if len(full_tr) and len(np.unique(tr.y[full_tr])) == 2:
-            wcfg = replace(cfg, max_epochs=warm, patience=warm)
+            wcfg = cfg.replace(max_epochs=warm, patience=warm)
             _, hist["warmup"] = train_module(self, tr.subset(full_tr), va.subset(full_va), wcfg)
         _, main = train_module(self, tr, va, cfg, modality_drop=0.0)
         hist.update(main)

@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from moe.data import MODALITIES
-from moe.model import MoEConfig
 from moe.peers.common import PeerModule, SparseExperts, TokenAttention, cv_squared, top_k_gates
+from moe.train import MoEConfig
 
 N_EXPERTS = 8
 

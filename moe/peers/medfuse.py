@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from moe.model import MoEConfig
 from moe.peers.common import PeerModule
+from moe.train import MoEConfig
 
 
 class MedFuse(PeerModule):
