@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,13 @@ import pyarrow.parquet as pq
 
 from plumbing.atomic import write_parquet_atomic
 
-__all__ = ["EmbeddingCache", "make_model_key", "sha256_bytes", "sha256_text"]
+__all__ = ["EmbeddingCache", "add_counts", "make_model_key", "sha256_bytes", "sha256_text"]
+
+
+def add_counts(acc: MutableMapping[str, float], more: Mapping[str, float]) -> None:
+    """Add each count of `more` (one shard's fill) into `acc` (the run's totals)."""
+    for k, v in more.items():
+        acc[k] = acc.get(k, 0) + v
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.embeddings import assemble_dataset
+from moe.dataset import assemble_dataset
 from moe.ehr_vectors import build_ehr_vectors
 from plumbing.settings import ProjectPaths
 
@@ -91,7 +91,12 @@ def test_dataset_shapes_dtypes_and_missing_modalities(tmp_path: Path) -> None:
     )
     pq.write_table(cxr, tmp_path / "cxr_embeddings" / "p10.parquet")
 
-    t = assemble_dataset(paths)
+    t = assemble_dataset(
+        pd.read_parquet(paths.table("cohort")),
+        paths.table("ehr_vectors"),
+        paths.table("note_embeddings"),
+        tmp_path / "cxr_embeddings",
+    )
     assert t.column_names == [
         "stay_id", "split", "mortality", "long_los", "readmission", "has_ehr", "has_notes",
         "has_cxr", "ehr", "notes", "cxr", "age", "gender",

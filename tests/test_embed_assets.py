@@ -18,10 +18,10 @@ from assets.embeddings import (
     cxr_embeddings,
     ehr_vectors,
     multimodal_dataset,
-    note_bucket,
     note_embedding_cache,
     note_embeddings,
 )
+from moe.note_pooling import note_bucket
 from plumbing.resources import ProjectResource
 
 T0 = pd.Timestamp("2150-01-03 00:00:00")

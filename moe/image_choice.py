@@ -1,0 +1,138 @@
+"""Chest X-rays -> one image per stay: eligibility before t0, pNN folders, cache fill, choice.
+
+    images, counts = eligible_images(cohort_cxr, t0)            # adds `shard` (pNN folder)
+    counts, per_folder = embed_images_per_stay(encoder, cache, cxr_root, images, out_dir)
+    # writes out_dir/pNN.parquet: stay_id, dicom_id, ok, vector; fill_cxr_shard: one folder
+
+Work runs by MIMIC-CXR top folder (`files/pNN/...`, `cxr_folder`), so a killed run redoes
+only the folder in flight. Leak guard: an image whose `study_time` is at or after the
+stay's prediction time t0 is dropped here again, and counted. Per stay the latest
+decodable image is kept (ties: lowest dicom_id); a stay whose images all failed to decode
+keeps its latest one with `ok = false` and no vector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from moe.cxr_encoder import CxrEncoder, ProgressFn, fill_cxr_cache
+from moe.dataset import vector_column
+from moe.embedding_cache import EmbeddingCache, add_counts
+from plumbing.atomic import write_parquet_atomic
+
+CXR_FOLDERS = [f"p{i}" for i in range(10, 20)]
+OTHER_SHARD = "other"
+
+
+def cxr_folder(path: str) -> str:
+    """MIMIC-CXR top folder of a relative path `files/pNN/...` ('other' if none)."""
+    for part in Path(str(path)).parts[:3]:
+        if len(part) == 3 and part[0] == "p" and part[1:].isdigit():
+            return part
+    return OTHER_SHARD
+
+
+def eligible_images(
+    cohort_cxr: pd.DataFrame, t0: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`stay_id, dicom_id, study_time, path, prediction_time, shard` of images before t0.
+
+    `cohort_cxr`: `stay_id, dicom_id, study_time, path`; `t0`: `stay_id, prediction_time`."""
+    cxr = cohort_cxr[["stay_id", "dicom_id", "study_time", "path"]].copy()
+    cxr["study_time"] = pd.to_datetime(cxr["study_time"])
+    df = cxr.merge(t0, on="stay_id", how="inner")
+    ok = df["study_time"].notna() & (df["study_time"] < df["prediction_time"])
+    df = df[ok].reset_index(drop=True)
+    df["shard"] = df["path"].astype(str).map(cxr_folder)
+    return df, {"images_dropped_at_or_after_t0": int((~ok).sum())}
+
+
+def fill_cxr_shard(
+    encoder: CxrEncoder,
+    cache: EmbeddingCache,
+    cxr_root: Path,
+    images: pd.DataFrame,
+    shard: str,
+    progress: ProgressFn | None = None,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Embed the not-yet-cached images of one folder (paths relative to `cxr_root`).
+    Returns (the folder's rows with `key`, counts)."""
+    part = images[images["shard"] == shard].reset_index(drop=True)
+    uniq = part.drop_duplicates("path")
+    files = [cxr_root / p for p in uniq["path"].astype(str)]
+    stats = fill_cxr_cache(encoder, cache, shard, files, progress=progress)
+    key_of = dict(zip(uniq["path"].astype(str), stats.keys, strict=True))
+    part = part.assign(key=part["path"].astype(str).map(key_of))
+    counts = {
+        "images": stats.n_images,
+        "images_embedded_now": stats.embedded,
+        "cache_hits": stats.cache_hits,
+        "new_decode_failures": stats.failed,
+        "missing_files": stats.missing_files,
+        "embed_seconds": stats.seconds,
+    }
+    return part, counts
+
+
+def pick_image_per_stay(rows: pd.DataFrame) -> pd.DataFrame:
+    """Latest decodable image per stay (ties: lowest dicom_id); else the latest failed one."""
+    rows = rows.sort_values(
+        ["stay_id", "ok", "study_time", "dicom_id"], ascending=[True, False, False, True]
+    )
+    return rows.drop_duplicates("stay_id", keep="first")
+
+
+def stay_images(part: pd.DataFrame, cache: EmbeddingCache) -> tuple[pa.Table, int]:
+    """(`stay_id, dicom_id, ok, vector`, one row per stay of `part`; images whose cached
+    entry is a decode failure). `part`: rows with `key` from `fill_cxr_shard`."""
+    found = cache.lookup(part["key"].dropna().unique().tolist())
+    status = [found.get(k) if isinstance(k, str) else None for k in part["key"]]
+    part = part.assign(ok=[bool(st is not None and st[0]) for st in status])
+    failed_keys = {k for k, st in zip(part["key"], status, strict=True) if st and not st[0]}
+    chosen = pick_image_per_stay(part)
+    vecs = [found[k][1] if ok else None for k, ok in zip(chosen["key"], chosen["ok"], strict=True)]
+    table = pa.table(
+        {
+            "stay_id": pa.array(chosen["stay_id"].astype("int64").tolist(), type=pa.int64()),
+            "dicom_id": pa.array(chosen["dicom_id"].astype(str).tolist(), type=pa.string()),
+            "ok": pa.array(chosen["ok"].tolist(), type=pa.bool_()),
+            "vector": vector_column(vecs),
+        }
+    )
+    return table, len(failed_keys)
+
+
+def embed_images_per_stay(
+    encoder: CxrEncoder,
+    cache: EmbeddingCache,
+    cxr_root: Path,
+    images: pd.DataFrame,
+    out_dir: Path,
+    progress_for: Callable[[str], ProgressFn] | None = None,
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Fill the cache folder by folder and write `out_dir/<folder>.parquet` (`stay_images`)
+    for each; files of folders that no longer have a stay are removed.
+    Returns (counts, stays per folder)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, float] = {}
+    per_shard: dict[str, int] = {}
+    for shard in sorted(images["shard"].unique()):
+        progress = progress_for(shard) if progress_for is not None else None
+        part, c = fill_cxr_shard(encoder, cache, cxr_root, images, shard, progress)
+        add_counts(counts, c)
+        table, failed = stay_images(part, cache)
+        add_counts(counts, {"decode_failures": failed})
+        write_parquet_atomic(table, out_dir / f"{shard}.parquet")
+        per_shard[shard] = int(table.num_rows)
+    for stale in out_dir.glob("*.parquet"):
+        if stale.stem not in per_shard:
+            stale.unlink()
+    return counts, per_shard
+
+
+__all__ = ["CXR_FOLDERS", "OTHER_SHARD", "cxr_folder", "eligible_images",
+           "embed_images_per_stay", "fill_cxr_shard", "pick_image_per_stay", "stay_images"]

@@ -1,0 +1,179 @@
+"""Notes -> one vector per stay: eligibility before t0, shards, cache fill, recency pooling.
+
+    notes, counts = eligible_notes(cohort_notes, t0)
+    table, c = embed_notes_per_stay(encoder, cache, staged, notes, half_life_hours=720)
+    # table: stay_id, n_notes, vector; fill_note_shard(..., "03") fills one bucket only
+
+Work is split into 16 buckets of sha256(note_id) (`note_bucket`), so a killed run redoes
+only the bucket in flight and a backfill can spread buckets over processes. Leak guard: a
+note whose `charttime`, or `storetime` where the staged table has one, is at or after the
+stay's prediction time t0 is dropped here even though the cohort step already excludes
+it; counts say how many. The stay vector is the recency-weighted mean of its note vectors
+(`moe.text_encoder.recency_weighted_mean`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from moe.dataset import vector_column
+from moe.embedding_cache import EmbeddingCache, add_counts
+from moe.text_encoder import ProgressFn, TextEncoder, fill_note_cache, recency_weighted_mean
+
+N_NOTE_BUCKETS = 16
+NOTE_BUCKETS = [f"{i:02d}" for i in range(N_NOTE_BUCKETS)]
+
+
+def note_bucket(note_id: str) -> str:
+    """Stable shard of a note: sha256(note_id) mod 16, as '00'..'15'."""
+    return f"{int(hashlib.sha256(str(note_id).encode()).hexdigest()[:8], 16) % N_NOTE_BUCKETS:02d}"
+
+
+def eligible_notes(
+    cohort_notes: pd.DataFrame, t0: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """`stay_id, note_id, charttime, prediction_time` of the notes charted before t0.
+
+    `cohort_notes`: `stay_id, note_id, charttime`; `t0`: `stay_id, prediction_time`."""
+    notes = cohort_notes[["stay_id", "note_id", "charttime"]].copy()
+    notes["note_id"] = notes["note_id"].astype(str)
+    notes["charttime"] = pd.to_datetime(notes["charttime"])
+    df = notes.merge(t0, on="stay_id", how="inner")
+    ok = df["charttime"].notna() & (df["charttime"] < df["prediction_time"])
+    dropped = int((~ok).sum())
+    return df[ok].reset_index(drop=True), {"notes_dropped_at_or_after_t0": dropped}
+
+
+def load_note_texts(staged: Sequence[Path], note_ids: list[str]) -> pd.DataFrame:
+    """`note_id, text, storetime` for `note_ids` from the staged note tables (DuckDB join).
+
+    A staged file that is absent or has no `text` column is skipped."""
+    frames = []
+    ids = pd.DataFrame({"note_id": pd.Series(note_ids, dtype="string")})
+    con = duckdb.connect()
+    try:
+        con.register("wanted", ids)
+        for path in staged:
+            cols = list(pq.read_schema(path).names) if path.exists() else []
+            if "text" not in cols:
+                continue
+            store = "CAST(s.storetime AS TIMESTAMP)" if "storetime" in cols else "NULL::TIMESTAMP"
+            frames.append(
+                con.execute(
+                    f"SELECT CAST(s.note_id AS VARCHAR) AS note_id, s.text, {store} AS storetime "
+                    "FROM read_parquet(?) s JOIN wanted w ON CAST(s.note_id AS VARCHAR) = w.note_id",
+                    [str(path)],
+                ).df()
+            )
+    finally:
+        con.close()
+    if not frames:
+        return pd.DataFrame({"note_id": [], "text": [], "storetime": []})
+    out = pd.concat(frames, ignore_index=True).drop_duplicates("note_id")
+    out["storetime"] = pd.to_datetime(out["storetime"])
+    return out
+
+
+def note_shard_rows(
+    staged: Sequence[Path], notes: pd.DataFrame, shard: str
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Eligible notes of one bucket with their text; drops storetime >= t0 and textless notes."""
+    part = notes[notes["note_id"].map(note_bucket) == shard]
+    if part.empty:
+        return part.assign(text=pd.Series(dtype="string")), {}
+    texts = load_note_texts(staged, sorted(part["note_id"].unique().tolist()))
+    df = part.merge(texts, on="note_id", how="left")
+    no_text = df["text"].isna()
+    late_store = df["storetime"].notna() & (df["storetime"] >= df["prediction_time"])
+    counts: dict[str, float] = {
+        "notes_without_text": int(no_text.sum()),
+        "notes_dropped_at_or_after_t0": int((late_store & ~no_text).sum()),
+    }
+    return df[~no_text & ~late_store].reset_index(drop=True), counts
+
+
+def fill_note_shard(
+    encoder: TextEncoder,
+    cache: EmbeddingCache,
+    staged: Sequence[Path],
+    notes: pd.DataFrame,
+    shard: str,
+    progress: ProgressFn | None = None,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Embed the not-yet-cached notes of one bucket. Returns (rows with `key`, counts)."""
+    rows, counts = note_shard_rows(staged, notes, shard)
+    uniq = rows.drop_duplicates("note_id")
+    stats = fill_note_cache(encoder, cache, f"b{shard}", uniq["text"].tolist(), progress=progress)
+    key_of = dict(zip(uniq["note_id"], stats.keys, strict=True))
+    rows = rows.assign(key=rows["note_id"].map(key_of)).drop(columns=["text"])
+    add_counts(
+        counts,
+        {
+            "notes": stats.n_notes,
+            "notes_embedded_now": stats.embedded,
+            "cache_hits": stats.cache_hits,
+            "embed_seconds": stats.seconds,
+        },
+    )
+    return rows, counts
+
+
+def pool_notes_per_stay(
+    rows: pd.DataFrame, cache: EmbeddingCache, half_life_hours: float
+) -> pa.Table:
+    """`stay_id, n_notes, vector`: per stay, the recency-weighted mean of its cached note
+    vectors (`rows` from `fill_note_shard`; notes without a usable cached vector left out)."""
+    found = cache.lookup(rows["key"].dropna().unique().tolist()) if len(rows) else {}
+    out_ids: list[int] = []
+    out_n: list[int] = []
+    out_vecs: list[np.ndarray] = []
+    if len(rows):
+        rows = rows[rows["key"].map(lambda k: k in found and found[k][0])]
+        hours = (rows["prediction_time"] - rows["charttime"]).dt.total_seconds() / 3600
+        rows = rows.assign(age_hours=hours)
+        for stay_id, g in rows.groupby("stay_id", sort=True):
+            g = g.drop_duplicates("note_id")
+            vecs = np.stack([found[k][1] for k in g["key"]])  # type: ignore[misc]
+            out_ids.append(int(stay_id))  # type: ignore[arg-type,call-overload]
+            out_n.append(len(g))
+            out_vecs.append(recency_weighted_mean(vecs, g["age_hours"].to_numpy(), half_life_hours))
+    return pa.table(
+        {
+            "stay_id": pa.array(out_ids, type=pa.int64()),
+            "n_notes": pa.array(out_n, type=pa.int32()),
+            "vector": vector_column(out_vecs),
+        }
+    )
+
+
+def embed_notes_per_stay(
+    encoder: TextEncoder,
+    cache: EmbeddingCache,
+    staged: Sequence[Path],
+    notes: pd.DataFrame,
+    half_life_hours: float,
+    progress_for: Callable[[str], ProgressFn] | None = None,
+) -> tuple[pa.Table, dict[str, float]]:
+    """Fill the cache bucket by bucket, then pool: (`stay_id, n_notes, vector`, counts).
+    `progress_for(bucket)` gives the progress callback of one bucket's fill."""
+    counts: dict[str, float] = {}
+    rows = []
+    for shard in NOTE_BUCKETS:
+        progress = progress_for(shard) if progress_for is not None else None
+        shard_rows, c = fill_note_shard(encoder, cache, staged, notes, shard, progress)
+        rows.append(shard_rows)
+        add_counts(counts, c)
+    return pool_notes_per_stay(pd.concat(rows, ignore_index=True), cache, half_life_hours), counts
+
+
+__all__ = ["NOTE_BUCKETS", "N_NOTE_BUCKETS", "eligible_notes",
+           "embed_notes_per_stay", "fill_note_shard", "load_note_texts", "note_bucket",
+           "note_shard_rows", "pool_notes_per_stay"]
