@@ -11,12 +11,13 @@ splits, and the figures computed with `moe.report.evaluate_task` (the report's c
 
 - oracle: AUROC of the generator's truth probabilities (`truth.parquet`, joined on
   stay_id) on the same test stays: the ceiling;
-- AUROC of the MoE and of each baseline (and ablation with `--ablations`);
+- AUROC of the MoE and of each baseline, the published peers (`fusemoe`, `flex_moe`,
+  `medfuse`) among them (and ablation with `--ablations`);
 - paired bootstrap of the MoE against every baseline (a baseline counts as better only
   when the 95% interval of the difference excludes 0);
 - MoE vs early fusion on the test stays that miss at least one modality;
 - robustness: AUROC lost when a modality is removed from 100% of the test stays that
-  have it, MoE vs early fusion.
+  have it, MoE vs early fusion and the peers.
 
 Each seed also gets `<workdir>/seed<S>/quality_report.md` (the report's tables, no figures).
 Progress goes to stderr (and each seed's Dagster log to `<workdir>/seed<S>/materialize.log`);
@@ -144,6 +145,7 @@ def evaluate_seed(
     import moe
     from moe.api import ABLATIONS, KINDS, fit_ablation, predictions
     from moe.evaluation import curve_drop, paired_comparison
+    from moe.peers import PEER_KINDS
     from moe.report import cxr_note_of, evaluate_task, task_markdown
 
     table = pq.read_table(data_dir / "multimodal_dataset.parquet")
@@ -172,6 +174,7 @@ def evaluate_seed(
             truth,
             n_boot=n_boot,
             seed=seed,
+            others={k: models[k] for k in PEER_KINDS},
         )
         # the bench leaves cxr_weights at its default: a randomly initialised DenseNet
         sections.append(task_markdown(res, True, cxr_note_of("random", True), {}))
@@ -227,10 +230,12 @@ def summarise(per_seed: dict[int, dict[str, Any]]) -> tuple[list[str], dict[str,
         better = sorted({b for r in runs for b in r["baselines_better"]})
         ef = _ms([r["vs_early_fusion_missing"]["diff"] for r in runs])
         mods = sorted({k.split(": ")[1] for k in runs[0]["robustness_drop"]})
+        curve_models = list(dict.fromkeys(k.split(": ")[0] for k in runs[0]["robustness_drop"]))
         rob = {
             m: {
-                "moe": _ms([r["robustness_drop"].get(f"moe: {m}") for r in runs]),
-                "early_fusion": _ms([r["robustness_drop"].get(f"early_fusion: {m}") for r in runs]),
+                name: _ms([r["robustness_drop"].get(f"{name}: {m}") for r in runs])
+                for name in ["moe", "early_fusion", *[c for c in curve_models
+                                                      if c not in ("moe", "early_fusion")]]
             }
             for m in mods
         }
@@ -244,8 +249,8 @@ def summarise(per_seed: dict[int, dict[str, Any]]) -> tuple[list[str], dict[str,
         )
         for m, d in rob.items():
             lines.append(
-                f"  AUROC lost removing {m} from all stays: moe {d['moe'][0]:.3f}, "
-                f"early_fusion {d['early_fusion'][0]:.3f}"
+                f"  AUROC lost removing {m} from all stays: "
+                + ", ".join(f"{name} {v[0]:.3f}" for name, v in d.items())
             )
         g = {
             "oracle_gap": bool(gap <= GOAL_ORACLE_GAP),

@@ -32,6 +32,7 @@ from moe.baselines import KINDS, FittedBaseline
 from moe.baselines import fit_baseline as _fit_baseline
 from moe.data import Table, extract, pattern_labels
 from moe.metrics import auprc, auroc, summary, threshold_from_val
+from moe.peers import PEER_KINDS
 from moe.train import FittedMoE, MoEConfig, fit_moe
 
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -129,7 +130,7 @@ def write_outputs(
     n_boot: int = 1000,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write `predictions.parquet` and `metrics.json` (and `model.pt` + `config.json` for the
-    MoE) into `directory`, atomically per file. Returns (predictions, metrics)."""
+    MoE and the peers) into `directory`, atomically per file. Returns (predictions, metrics)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     pred = predictions(model, table, task)
@@ -137,7 +138,7 @@ def write_outputs(
     met["kind"] = model.kind
     met["task"] = task
     met["history"] = _jsonable(model.history)
-    if isinstance(model, FittedMoE):
+    if isinstance(model, FittedMoE) or model.kind in PEER_KINDS:
         model.save(d)
     tmp = d / ".predictions.parquet.tmp"
     pred[["stay_id", "split", "y_true", "y_prob"]].to_parquet(tmp, index=False)

@@ -18,7 +18,9 @@ including its train-PCA input projection (`proj_dim`).
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,6 +100,25 @@ class InputMLP(nn.Module):
         return {"logits": logits}
 
 
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
+def load_baseline(directory: str | Path, device: str = "cpu") -> FittedBaseline:
+    """A peer saved by `FittedBaseline.save`."""
+    d = Path(directory)
+    meta = json.loads((d / "config.json").read_text())
+    cfg = MoEConfig.from_dict({**meta["config"], "device": device})
+    module = PEERS[meta["kind"]](meta["dims"], cfg)
+    blob = torch.load(d / "model.pt", map_location=device, weights_only=True)
+    module.load_state_dict(blob["state_dict"])
+    module.to(resolve_device(device)).eval()
+    return FittedBaseline(meta["kind"], meta["task"], meta["dims"], meta["prevalence"],
+                          {"module": module, "config": cfg})
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
 
@@ -130,6 +151,19 @@ class FittedBaseline:
         if self.kind == "gbm":
             return self.parts["gbm"].predict_proba(self.parts["features"](a))[:, 1]
         raise ValueError(self.kind)
+
+    def save(self, directory: str | Path) -> None:
+        """`model.pt` + `config.json` for a peer (`PEER_KINDS`), so the report can compute its
+        robustness curves without refitting; `load_baseline` reads them back."""
+        if self.kind not in PEER_KINDS:
+            raise ValueError(f"only the peers {PEER_KINDS} are saved, not {self.kind!r}")
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.cpu() for k, v in self.parts["module"].state_dict().items()}
+        _atomic(d / "model.pt", lambda p: torch.save({"state_dict": state}, p))
+        meta = {"kind": self.kind, "task": self.task, "dims": self.dims,
+                "prevalence": self.prevalence, "config": self.parts["config"].to_dict()}
+        _atomic(d / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
 
     def _unimodal(self, m: str, a: Arrays) -> np.ndarray:
         module = self.parts[m]
@@ -310,6 +344,7 @@ def fit_baseline(
             parts["module"], parts["history"] = _fit_mlp(tr, va, MODALITIES, True, cfg)
         elif kind in PEER_KINDS:
             parts["module"], parts["history"] = fit_peer(PEERS[kind], tr, va, cfg)
+            parts["config"] = cfg
         else:
             parts["gbm"], parts["features"], parts["history"] = _fit_gbm(tr, va, cfg)
     return FittedBaseline(kind, task, a.dims(), prevalence, parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -94,13 +95,15 @@ def robustness_plot(curves: Mapping[str, pd.DataFrame], path: str | Path, title:
     are labels such as 'moe: cxr'; same modality shares a colour, model a line style."""
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
     colours: dict[str, str] = {}
+    styles: dict[str, Any] = {"moe": "-"}
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dashes: list[Any] = ["--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3))]
     for label, c in curves.items():
         model, _, mod = label.partition(": ")
         colour = colours.setdefault(mod, palette[len(colours) % len(palette)])
-        style = "-" if model == "moe" else "--"
-        ax.plot(100 * c["fraction"], c["auroc"], style, marker="o", ms=3, color=colour,
-                label=label)
+        style = styles.setdefault(model, dashes[(len(styles) - 1) % len(dashes)])
+        ax.plot(100 * c["fraction"], c["auroc"], linestyle=style, marker="o", ms=3,
+                color=colour, label=label)
     ax.set(xlabel="% of test stays with the modality that have it removed",
            ylabel="test AUROC", title=title)
     ax.grid(alpha=0.3)

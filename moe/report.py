@@ -115,10 +115,11 @@ def evaluate_task(
     n_boot: int = 1000,
     fractions: Sequence[float] = ev.FRACTIONS,
     seed: int = 0,
+    others: Mapping[str, Any] | None = None,
 ) -> TaskResult:
     """All of one task's numbers. `preds` must hold `moe`; `moe_model` (a fitted MoE) gives
-    the gate weights and, with `early_fusion` (any model with `predict_proba(table,
-    drop=...)`), the robustness curves."""
+    the gate weights and, with `early_fusion` and `others` ({name: fitted model}, e.g. the
+    peers; any model with `predict_proba(table, drop=...)`), the robustness curves."""
     if "moe" not in preds:
         raise ValueError(f"{task}: no MoE predictions")
     df = to_arrow(table).to_pandas()
@@ -141,7 +142,7 @@ def evaluate_task(
                                          seed=seed, rows=miss)
     patterns = ev.pattern_table(rows)
     robustness: dict[str, pd.DataFrame] = {}
-    models = {"moe": moe_model, "early_fusion": early_fusion}
+    models = {"moe": moe_model, "early_fusion": early_fusion, **(others or {})}
     test = ev.test_rows(df, task)
     for m in MODALITIES:
         col = f"has_{m}"
@@ -308,7 +309,8 @@ def task_markdown(res: TaskResult, is_demo: bool, cxr_note: str, fig_names: Mapp
         "### Robustness: AUROC as a modality is removed", "",
         "The modality is hidden for a growing random share of the test stays that have it "
         "(nested subsets). Early fusion is refit with the MoE's training settings when the "
-        "fitted baseline is not stored.", "",
+        "fitted baseline is not stored; the peers (`fusemoe`, `flex_moe`, `medfuse`) are "
+        "loaded from their saved models.", "",
         robustness_markdown(res.robustness), "",
     ]
     for key, title in (("robustness", "robustness"), ("gates", "gate weights"),
@@ -377,6 +379,8 @@ def build_report(
     write `out_dir` (default `data_dir/reports`)/report.md + PNGs. Tasks without MoE
     predictions are skipped. `truth_path` (demo): adds the oracle row."""
     import moe.api
+    from moe.baselines import load_baseline
+    from moe.peers import PEER_KINDS
 
     data_dir = Path(data_dir)
     out = Path(out_dir) if out_dir is not None else data_dir / "reports"
@@ -408,9 +412,12 @@ def build_report(
             cfg = moe_model.config.to_dict()
             cfg["device"] = device
             ef = moe.api.fit_baseline(table, task, "early_fusion", cfg)
+        peers = {k: load_baseline(mdir / "baselines" / k, device=device) for k in PEER_KINDS
+                 if k in preds and (mdir / "baselines" / k / "model.pt").is_file()}
         if log:
             log(f"{task}: evaluating {len(preds)} models")
-        res = evaluate_task(table, task, preds, moe_model, ef, truth, n_boot, fractions)
+        res = evaluate_task(table, task, preds, moe_model, ef, truth, n_boot, fractions,
+                            others=peers)
         res.figures = task_figures(res, {**preds}, out)
         figures.update({f"{task}_{k}": v for k, v in res.figures.items()})
         results[task] = res
@@ -422,7 +429,8 @@ def build_report(
         + (", ".join(results) or "none") + f". Bootstrap resamples: {n_boot}.", "",
         f"Features: {note}", "",
         "Models: `moe` (availability-aware mixture of experts), baselines (`ehr_only`, "
-        "`notes_only`, `cxr_only`, `early_fusion`, `late_fusion`, `gbm`) and MoE ablations "
+        "`notes_only`, `cxr_only`, `early_fusion`, `late_fusion`, `gbm`), published peers "
+        "re-implemented on the same vectors (`fusemoe`, `flex_moe`, `medfuse`) and MoE ablations "
         "(`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`), all on the same splits.",
         "",
     ]

@@ -239,3 +239,17 @@ def test_each_peer_fits_and_beats_chance_on_test(toy, kind):
     assert auroc(a.y[test], p[test]) > 0.65  # chance is 0.5; early fusion gets 0.71
     # hiding a modality by `drop` is what the robustness curves do: it must change things
     assert not np.allclose(fitted.predict_proba(toy, drop="ehr"), p)
+
+
+def test_a_saved_peer_loads_back_to_the_same_predictions(toy, tmp_path):
+    from moe.api import write_outputs
+    from moe.baselines import load_baseline
+
+    cfg = {"width": 16, "expert_hidden": 16, "max_epochs": 2, "patience": 1, "threads": 1}
+    for kind in PEER_KINDS:
+        fitted = moe.fit_baseline(toy, "mortality", kind, cfg)
+        pred, _ = write_outputs(tmp_path / kind, fitted, toy, "mortality", n_boot=10)
+        back = load_baseline(tmp_path / kind)
+        assert back.kind == kind
+        assert np.allclose(back.predict_proba(toy, drop="cxr"), fitted.predict_proba(toy, drop="cxr"))
+        assert np.allclose(moe.api.predictions(back, toy, "mortality").y_prob, pred.y_prob)

@@ -103,6 +103,8 @@ def _write_fixture(root: Path, table: pd.DataFrame, fitted) -> None:
     write_outputs(models / "baselines" / "early_fusion", fitted[1], table, TASK, n_boot=20)
     write_outputs(models / "baselines" / "ehr_only",
                   moe.fit_baseline(table, TASK, "ehr_only", QUICK), table, TASK, n_boot=20)
+    write_outputs(models / "baselines" / "medfuse",  # a peer: saved, loaded for its curves
+                  moe.fit_baseline(table, TASK, "medfuse", QUICK), table, TASK, n_boot=20)
     write_outputs(models / "baselines" / "moe_single_expert",
                   fit_ablation(table, TASK, "moe_single_expert", QUICK), table, TASK, n_boot=20)
     table.to_parquet(root / "multimodal_dataset.parquet", index=False)
@@ -120,7 +122,7 @@ def data_dir(tmp_path_factory, toy, fitted) -> Path:
     return root
 
 
-NAMES = ["moe", "early_fusion", "ehr_only", "moe_single_expert"]
+NAMES = ["moe", "early_fusion", "ehr_only", "medfuse", "moe_single_expert"]
 
 
 def test_build_report_writes_markdown_and_pngs(data_dir, toy):
@@ -139,6 +141,10 @@ def test_build_report_writes_markdown_and_pngs(data_dir, toy):
     for name in [*names, "oracle"]:
         assert re.search(rf"^\| \**\*?{name}", md, re.M), name
     assert "randomly initialised DenseNet" in md
+    curves = rep.tasks["mortality"].robustness  # the saved peer's curves, beside the MoE's
+    assert {f"{k}: {m}" for k in ("moe", "early_fusion", "medfuse")
+            for m in ("ehr", "notes", "cxr")} == set(curves)
+    assert "medfuse: cxr" in md  # a column of the robustness table
     assert "paired" in md.lower() and "early_fusion" in md
     pngs = sorted(p.name for p in (tmp_path / "reports").glob("*.png"))
     assert {f"mortality_{k}.png" for k in ("roc", "calibration", "robustness", "gates",
