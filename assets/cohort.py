@@ -1,13 +1,16 @@
 """Cohort assets: stays + labels + split + availability, EHR features, eligible notes and
 X-rays (SQL in `sql/`), with the asset checks that guard the science."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
+    AssetsDefinition,
     Config,
     DataVersion,
     MaterializeResult,
@@ -20,6 +23,7 @@ from pydantic import Field
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
 from plumbing.reuse import parquet_stats
+from plumbing.tasks import TASKS, Task
 from sql import (
     STAGED_NAMES,
     BuildResult,
@@ -33,7 +37,7 @@ from sql import (
 )
 
 # Plausible ranges (warning checks): outside them the data or the SQL is probably off.
-PREVALENCE_RANGES = {"mortality": (0.01, 0.5), "long_los": (0.01, 0.8), "readmission": (0.01, 0.6)}
+# Label prevalence ranges come from the task registry (Task.plausible).
 AVAILABILITY_MIN = {"has_ehr": 0.5, "has_notes": 0.05, "has_cxr": 0.02}
 
 
@@ -69,16 +73,21 @@ def _fmt(x: float | None) -> str:
 def cohort_metadata(result: BuildResult) -> dict[str, Any]:
     """Counts and rates only (no text, no identifiers)."""
     s = result.stats
+    tasks = s.get("tasks", [t.name for t in TASKS])
+    per_split = s["per_split"].values()
+    nullable = [t for t in tasks if any(v.get(f"{t}_null") for v in per_split)]
     flow = "| step | rule | stays remaining |\n|---|---|---|\n" + "".join(
         f"| {f['step']} | {f['rule']} | {f['stays']} |\n" for f in s["flow"]
     )
+    head = ["split", "stays", *tasks, *(f"{t} null" for t in nullable), *AVAILABILITY_MIN]
     prevalence = (
-        "| split | stays | mortality | long_los | readmission | readmission null |"
-        " has_ehr | has_notes | has_cxr |\n|---|---|---|---|---|---|---|---|---|\n"
+        f"| {' | '.join(head)} |\n|{'---|' * len(head)}\n"
         + "".join(
-            f"| {split} | {v['stays']} | {_fmt(v['mortality'])} | {_fmt(v['long_los'])} | "
-            f"{_fmt(v['readmission'])} | {v['readmission_null']} | {_fmt(v['has_ehr'])} | "
-            f"{_fmt(v['has_notes'])} | {_fmt(v['has_cxr'])} |\n"
+            f"| {split} | {v['stays']} | "
+            + "".join(f"{_fmt(v[t])} | " for t in tasks)
+            + "".join(f"{v[f'{t}_null']} | " for t in nullable)
+            + "".join(f"{_fmt(v[f])} | " for f in AVAILABILITY_MIN)
+            + "\n"
             for split, v in s["per_split"].items()
         )
     )
@@ -97,38 +106,50 @@ def cohort_metadata(result: BuildResult) -> dict[str, Any]:
     }
 
 
-@asset(
-    deps=[f"staged_{n}" for n in STAGED_NAMES],
-    group_name="cohort",
-    kinds={"duckdb", "parquet"},
-    pool=DUCKDB_POOL,
-    code_version=code_version("cohort"),
-    description=(
-        "One row per ICU stay of the cohort (docs/cohort-spec.md): labels mortality, long_los, "
-        "readmission (nullable Int8), subject-level split, has_ehr / has_notes / has_cxr and "
-        "cxr_dicom_id at t0 = intime + W. SQL: sql/cohort_candidates, cohort_stays, cohort."
-    ),
-)
-def cohort(
-    context: AssetExecutionContext,
-    config: CohortConfig,
-    project: ProjectResource,
-    duckdb: DuckDBSettings,
-) -> MaterializeResult:
-    paths = project.paths()
-    params = CohortParams(
-        observation_window_hours=config.observation_window_hours,
-        long_stay_days=config.long_stay_days,
-        readmission_days=config.readmission_days,
+def cohort_asset(tasks: Sequence[Task] = TASKS) -> AssetsDefinition:
+    """The `cohort` asset with one label column per task of `tasks` (the registry's)."""
+    names = ", ".join(t.name for t in tasks)
+
+    @asset(
+        name="cohort",
+        deps=[f"staged_{n}" for n in STAGED_NAMES],
+        group_name="cohort",
+        kinds={"duckdb", "parquet"},
+        pool=DUCKDB_POOL,
+        code_version=code_version("cohort", tasks),
+        description=(
+            f"One row per ICU stay of the cohort (docs/cohort-spec.md): labels {names} "
+            "(nullable Int8, one per registered task, sql/tasks/<task>.sql), subject-level "
+            "split, has_ehr / has_notes / has_cxr and cxr_dicom_id at t0 = intime + W. "
+            "SQL: sql/cohort_candidates, cohort_stays, cohort."
+        ),
     )
-    result = build_cohort(paths.raw_root, paths.data_dir, duckdb.settings(paths.data_dir), params)
-    for module in result.stats.get("modules_absent", []):
-        context.log.warning(
-            f"staged_{module} is empty (raw file absent): that modality is missing."
+    def _cohort(
+        context: AssetExecutionContext,
+        config: CohortConfig,
+        project: ProjectResource,
+        duckdb: DuckDBSettings,
+    ) -> MaterializeResult:
+        paths = project.paths()
+        params = CohortParams(
+            observation_window_hours=config.observation_window_hours,
+            long_stay_days=config.long_stay_days,
+            readmission_days=config.readmission_days,
         )
-    return MaterializeResult(
-        metadata=cohort_metadata(result), data_version=DataVersion(result.fingerprint)
-    )
+        settings = duckdb.settings(paths.data_dir)
+        result = build_cohort(paths.raw_root, paths.data_dir, settings, params, tasks=tasks)
+        for module in result.stats.get("modules_absent", []):
+            context.log.warning(
+                f"staged_{module} is empty (raw file absent): that modality is missing."
+            )
+        return MaterializeResult(
+            metadata=cohort_metadata(result), data_version=DataVersion(result.fingerprint)
+        )
+
+    return _cohort
+
+
+cohort = cohort_asset()
 
 
 @asset(
@@ -242,38 +263,48 @@ def cohort_unique_stay_id(
     return _violations("unique_stay", project, duckdb, ["cohort"])
 
 
-@asset_check(
-    asset=cohort,
-    blocking=False,
-    description="Label prevalences and modality availability rates inside plausible ranges.",
-)
-def cohort_rates_plausible(
-    context: AssetCheckExecutionContext, project: ProjectResource
-) -> AssetCheckResult:
-    stats = parquet_stats(project.paths().table("cohort"))
-    absent = set(stats.get("modules_absent", []))
-    problems = []
-    for label, (low, high) in PREVALENCE_RANGES.items():
-        rate = stats["prevalence"].get(label)
-        if rate is None or not low <= rate <= high:
-            problems.append(f"{label} prevalence {_fmt(rate)} outside [{low}, {high}]")
-    skip = {
-        "has_notes": {"discharge", "radiology"} <= absent,
-        "has_cxr": "cxr_metadata" in absent,
-    }
-    for flag, low in AVAILABILITY_MIN.items():
-        rate = stats["availability"].get(flag)
-        if not skip.get(flag) and (rate is None or rate < low):
-            problems.append(f"{flag} rate {_fmt(rate)} below {low}")
-    return AssetCheckResult(
-        passed=not problems,
-        severity=AssetCheckSeverity.WARN,
-        metadata={
-            "problems": "; ".join(problems) or "none",
-            **{f"prevalence_{k}": v for k, v in stats["prevalence"].items() if v is not None},
-            **{f"rate_{k}": v for k, v in stats["availability"].items() if v is not None},
-        },
+def rates_check(tasks: Sequence[Task] = TASKS) -> AssetChecksDefinition:
+    """Warning check: each task's prevalence inside its `Task.plausible` range, and the
+    modality availability rates above AVAILABILITY_MIN."""
+
+    @asset_check(
+        asset="cohort",
+        name="cohort_rates_plausible",
+        blocking=False,
+        description="Label prevalences (per registered task) and modality availability rates "
+        "inside plausible ranges.",
     )
+    def _rates(context: AssetCheckExecutionContext, project: ProjectResource) -> AssetCheckResult:
+        stats = parquet_stats(project.paths().table("cohort"))
+        absent = set(stats.get("modules_absent", []))
+        problems = []
+        for task in tasks:
+            low, high = task.plausible
+            rate = stats["prevalence"].get(task.name)
+            if rate is None or not low <= rate <= high:
+                problems.append(f"{task.name} prevalence {_fmt(rate)} outside [{low}, {high}]")
+        skip = {
+            "has_notes": {"discharge", "radiology"} <= absent,
+            "has_cxr": "cxr_metadata" in absent,
+        }
+        for flag, low in AVAILABILITY_MIN.items():
+            rate = stats["availability"].get(flag)
+            if not skip.get(flag) and (rate is None or rate < low):
+                problems.append(f"{flag} rate {_fmt(rate)} below {low}")
+        return AssetCheckResult(
+            passed=not problems,
+            severity=AssetCheckSeverity.WARN,
+            metadata={
+                "problems": "; ".join(problems) or "none",
+                **{f"prevalence_{k}": v for k, v in stats["prevalence"].items() if v is not None},
+                **{f"rate_{k}": v for k, v in stats["availability"].items() if v is not None},
+            },
+        )
+
+    return _rates
+
+
+cohort_rates_plausible = rates_check()
 
 
 @asset_check(

@@ -27,7 +27,9 @@ from moe.text_encoder import ProgressFn, TextEncoder
 from plumbing.atomic import write_json_atomic, write_parquet_atomic
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
+from plumbing.reuse import parquet_stats
 from plumbing.settings import ProjectPaths
+from plumbing.tasks import TASK_NAMES
 
 note_bucket_partitions = dg.StaticPartitionsDefinition(note_pooling.NOTE_BUCKETS)
 cxr_folder_partitions = dg.StaticPartitionsDefinition(image_choice.CXR_FOLDERS)
@@ -322,6 +324,12 @@ def ehr_vectors(context: dg.AssetExecutionContext, project: ProjectResource) -> 
     )
 
 
+def cohort_tasks(paths: ProjectPaths) -> list[str]:
+    """The label columns of the cohort on disk: the tasks it was built with (its stats),
+    the registry's for a cohort written by other means."""
+    return list(parquet_stats(paths.table("cohort")).get("tasks", TASK_NAMES))
+
+
 @dg.asset(
     deps=[_K("cohort"), _K("ehr_vectors"), _K("note_embeddings"), _K("cxr_embeddings")],
     group_name="dataset",
@@ -336,6 +344,7 @@ def multimodal_dataset(project: ProjectResource) -> dg.MaterializeResult:
         paths.table("ehr_vectors"),
         paths.table("note_embeddings"),
         paths.data_dir / "cxr_embeddings",
+        labels=cohort_tasks(paths),
     )
     try:
         dims = dataset.vector_dims(table)

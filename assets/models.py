@@ -12,6 +12,7 @@ task (all splits); stays with a null label are left out of that task.
 import base64
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from dagster import (
@@ -28,8 +29,8 @@ from pydantic import Field
 from plumbing import reuse
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
+from plumbing.tasks import TASKS, Task
 
-TASKS = ("mortality", "long_los", "readmission")
 UPSTREAM = "multimodal_dataset"
 MOE_OUTPUTS = ("model.pt", "config.json", "metrics.json", "predictions.parquet")
 BASELINE_OUTPUTS = ("metrics.json", "predictions.parquet")
@@ -256,5 +257,10 @@ def _baselines_asset(task: str) -> AssetsDefinition:
     return _baselines
 
 
-moe_mortality, moe_long_los, moe_readmission = (_moe_asset(t) for t in TASKS)
-baselines_mortality, baselines_long_los, baselines_readmission = (_baselines_asset(t) for t in TASKS)
+def task_assets(tasks: Sequence[Task] = TASKS) -> list[AssetsDefinition]:
+    """`moe_<task>` and `baselines_<task>` for each task of `tasks` (the registry's)."""
+    return [a for t in tasks for a in (_moe_asset(t.name), _baselines_asset(t.name))]
+
+
+model_assets = task_assets()
+BY_NAME = {a.key.to_user_string(): a for a in model_assets}  # e.g. BY_NAME["moe_mortality"]

@@ -43,8 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from plumbing.tasks import TASK_NAMES
+
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ("mortality", "long_los", "readmission")
+TASKS = TASK_NAMES
 GOAL_ORACLE_GAP = 0.03
 MARKER = ".quality.json"
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("mortality", "long_los", "readmission")
+from plumbing.tasks import TASK_NAMES
+
+TASKS = TASK_NAMES
 
 
 def main(argv: list[str] | None = None) -> None:

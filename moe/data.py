@@ -18,8 +18,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from plumbing.tasks import TASK_NAMES
+
 MODALITIES: tuple[str, ...] = ("ehr", "notes", "cxr")
-TASKS: tuple[str, ...] = ("mortality", "long_los", "readmission")
+TASKS: tuple[str, ...] = TASK_NAMES  # the task registry (plumbing/tasks.py)
 SHORT = {"ehr": "E", "notes": "N", "cxr": "C"}
 
 Table: TypeAlias = pa.Table | pd.DataFrame

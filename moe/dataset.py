@@ -21,9 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from plumbing.tasks import TASK_NAMES
+
 VECTOR_COLUMNS = ("ehr", "notes", "cxr")
 FLAG_OF = {"ehr": "has_ehr", "notes": "has_notes", "cxr": "has_cxr"}
-LABELS = ("mortality", "long_los", "readmission")
+LABELS = TASK_NAMES  # the task registry (plumbing/tasks.py)
 
 
 def vector_column(vectors: Sequence[np.ndarray | Sequence[float] | None]) -> pa.Array:
@@ -63,9 +65,14 @@ def cxr_vectors_by_stay(folder: Path) -> dict[int, Any]:
 
 
 def assemble_dataset(
-    cohort: pd.DataFrame, ehr_path: Path, notes_path: Path, cxr_dir: Path
+    cohort: pd.DataFrame,
+    ehr_path: Path,
+    notes_path: Path,
+    cxr_dir: Path,
+    labels: Sequence[str] = LABELS,
 ) -> pa.Table:
-    """One row per cohort stay with labels, availability flags and per-modality vectors."""
+    """One row per cohort stay with labels (one column per task of `labels`), availability
+    flags and per-modality vectors."""
     sources = {
         "ehr": vectors_by_stay(ehr_path),
         "notes": vectors_by_stay(notes_path),
@@ -99,7 +106,7 @@ def assemble_dataset(
         {
             "stay_id": pa.array(ids, type=pa.int64()),
             "split": pa.array(cohort["split"].astype(str).tolist(), type=pa.string()),
-            **{c: label(c) for c in LABELS},
+            **{c: label(c) for c in labels},
             **{
                 FLAG_OF[m]: pa.array([v is not None for v in vectors[m]], type=pa.bool_())
                 for m in VECTOR_COLUMNS

@@ -31,12 +31,9 @@ import pandas as pd
 from moe import evaluation as ev
 from moe import plots
 from moe.data import MODALITIES, TASKS, Table, to_arrow
+from plumbing.tasks import TASKS as REGISTRY
 
-TASK_TEXT = {
-    "mortality": "in-hospital death during the admission of the ICU stay",
-    "long_los": "an ICU stay longer than the cohort's long-stay threshold",
-    "readmission": "readmission to hospital within 30 days of discharge (survivors only)",
-}
+TASK_TEXT = {t.name: t.predicts for t in REGISTRY}
 MODALITY_NAMES = {"ehr": "EHR", "notes": "notes", "cxr": "CXR"}
 
 

@@ -9,7 +9,7 @@ recomputes nothing expensive.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import pyarrow as pa
 from plumbing.raw_layout import RAW_TABLES, RawInputError
 from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, reusable_parquet
 from plumbing.settings import materialize_first
+from plumbing.tasks import TASKS, Task, check_unique
 from sql.runner import (
     VARIABLES_CSV,
     check_gzip,
@@ -67,9 +68,11 @@ _ASSET_DATA: dict[str, list[Path]] = {
 }
 
 
-def code_version(asset: str) -> str:
-    """Hash of the SQL (and variable table) that `asset` runs."""
-    return code_hash(ASSET_SQL[asset], _ASSET_DATA.get(asset, []))
+def code_version(asset: str, tasks: Sequence[Task] = TASKS) -> str:
+    """Hash of the SQL (and variable table) that `asset` runs; the cohort's includes the
+    label query of each task."""
+    base = code_hash(ASSET_SQL[asset], _ASSET_DATA.get(asset, []))
+    return combine(base, [t.digest() for t in tasks]) if asset == "cohort" else base
 
 
 @dataclass(frozen=True)
@@ -181,13 +184,15 @@ def build_cohort(
     settings: Mapping[str, Any],
     params: CohortParams | None = None,
     force: bool = False,
+    tasks: Sequence[Task] = TASKS,
 ) -> BuildResult:
-    """Stays, labels, split and availability flags: `cohort.parquet`."""
+    """Stays, labels (one column per task), split and availability flags: `cohort.parquet`."""
     params = params or CohortParams()
+    check_unique(list(tasks))
     upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in STAGED_NAMES}
     cxr_files, cxr_digest = _cxr_files_table(raw_root)
     out = data_dir / "cohort.parquet"
-    fingerprint = combine(code_version("cohort"), asdict(params), upstream, cxr_digest)
+    fingerprint = combine(code_version("cohort", tasks), asdict(params), upstream, cxr_digest)
     reused = _reuse(out, fingerprint, force)
     if reused is not None:
         return reused
@@ -210,10 +215,19 @@ def build_cohort(
             {"step": int(s), "rule": r, "stays": int(n)}
             for s, r, n in con.execute(load_sql("cohort_flow")).fetchall()
         ]
-        con.execute(f"CREATE TEMP TABLE cohort_out AS {load_sql('cohort')}")
+        for task in tasks:
+            _task_view(con, task)
+        labels = "".join(f"CAST(t_{t.name}.label AS TINYINT) AS {t.name},\n    " for t in tasks)
+        joins = "".join(
+            f"LEFT JOIN task_{t.name} AS t_{t.name} ON t_{t.name}.stay_id = s.stay_id\n"
+            for t in tasks
+        )
+        query = load_sql("cohort", task_labels=labels, task_joins=joins)
+        con.execute(f"CREATE TEMP TABLE cohort_out AS {query}")
         stats = {
             "flow": flow,
-            **_cohort_stats(con),
+            "tasks": [t.name for t in tasks],
+            **_cohort_stats(con, [t.name for t in tasks]),
             "jpg_files_found": cxr_files.num_rows,
             "modules_absent": [
                 n
@@ -228,30 +242,46 @@ def build_cohort(
     return BuildResult(out, fingerprint, stats, reused=False)
 
 
-def _cohort_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    rows = con.execute(
-        """
-        SELECT split, count(*) AS stays,
-               avg(mortality) AS mortality, avg(long_los) AS long_los,
-               avg(readmission) AS readmission,
-               count(*) FILTER (WHERE readmission IS NULL) AS readmission_null,
-               avg(has_ehr::INT) AS has_ehr, avg(has_notes::INT) AS has_notes,
-               avg(has_cxr::INT) AS has_cxr
-        FROM cohort_out GROUP BY ALL ORDER BY split
-        """
-    ).fetchall()
+def _task_view(con: duckdb.DuckDBPyConnection, task: Task) -> None:
+    """`task_<name>`: the task's `(stay_id, label)`; one row per stay, labels 0/1/NULL."""
+    try:
+        con.execute(
+            f"CREATE TEMP VIEW task_{task.name} AS SELECT stay_id, label FROM ({task.query()})"
+        )
+        row = con.execute(
+            f"SELECT count(*) - count(DISTINCT stay_id), "
+            f"count(*) FILTER (WHERE label IS NOT NULL AND label NOT IN (0, 1)) "
+            f"FROM task_{task.name}"
+        ).fetchone()
+    except duckdb.Error as err:
+        raise ValueError(
+            f"task {task.name}: its label query {task.sql_path} failed: {type(err).__name__} "
+            "(it must select stay_id and label from cohort_stays and the staged tables)"
+        ) from None  # DuckDB's message may quote row values
+    assert row is not None
+    if row[0] or row[1]:
+        raise ValueError(
+            f"task {task.name}: {task.sql_path} must return one row per stay with label 0, "
+            f"1 or NULL; it returned {row[0]} repeated stay_id(s) and {row[1]} other label(s)"
+        )
+
+
+def _cohort_stats(con: duckdb.DuckDBPyConnection, tasks: list[str]) -> dict[str, Any]:
+    rates = "".join(f"avg({t}) AS {t}, " for t in tasks)
+    nulls = "".join(f"count(*) FILTER (WHERE {t} IS NULL) AS {t}_null, " for t in tasks)
+    flags = "avg(has_ehr::INT) AS has_ehr, avg(has_notes::INT) AS has_notes, " \
+        "avg(has_cxr::INT) AS has_cxr"
+    per_split_rows = con.execute(
+        f"SELECT split, count(*) AS stays, {rates}{nulls}{flags} "
+        "FROM cohort_out GROUP BY ALL ORDER BY split"
+    ).fetch_df()
     per_split = {
-        r[0]: {
-            "stays": int(r[1]),
-            "mortality": r[2],
-            "long_los": r[3],
-            "readmission": r[4],
-            "readmission_null": int(r[5]),
-            "has_ehr": r[6],
-            "has_notes": r[7],
-            "has_cxr": r[8],
+        str(r["split"]): {
+            str(k): (int(v) if k == "stays" or str(k).endswith("_null") else _float(v))
+            for k, v in r.items()
+            if k != "split"
         }
-        for r in rows
+        for r in per_split_rows.to_dict(orient="records")
     }
     patterns = con.execute(
         """
@@ -264,19 +294,22 @@ def _cohort_stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         """
     ).fetchall()
     total = con.execute(
-        "SELECT count(*), count(DISTINCT subject_id), avg(mortality), avg(long_los), "
-        "avg(readmission), avg(has_ehr::INT), avg(has_notes::INT), avg(has_cxr::INT) "
+        f"SELECT count(*) AS stays, count(DISTINCT subject_id) AS subjects, {rates}{flags} "
         "FROM cohort_out"
-    ).fetchone()
-    assert total is not None
+    ).fetch_df().to_dict(orient="records")[0]
     return {
-        "stays": int(total[0]),
-        "subjects": int(total[1]),
-        "prevalence": {"mortality": total[2], "long_los": total[3], "readmission": total[4]},
-        "availability": {"has_ehr": total[5], "has_notes": total[6], "has_cxr": total[7]},
+        "stays": int(total["stays"]),
+        "subjects": int(total["subjects"]),
+        "prevalence": {t: _float(total[t]) for t in tasks},
+        "availability": {f: _float(total[f]) for f in ("has_ehr", "has_notes", "has_cxr")},
         "per_split": per_split,
         "patterns": {(p or "none"): int(n) for p, n in patterns},
     }
+
+
+def _float(v: Any) -> float | None:
+    """A SQL average as a float; NULL (no rows, or no labels) as None."""
+    return None if v is None or v != v else float(v)
 
 
 def _from_cohort(

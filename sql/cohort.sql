@@ -1,6 +1,7 @@
 -- cohort: one row per stay of the cohort with labels, split and the modalities available
 -- at t0 (has_ehr: a kept value in ehr_events; has_notes: a row in cohort_notes;
--- has_cxr: a chosen image in cohort_cxr).
+-- has_cxr: a chosen image in cohort_cxr). Then one label column per registered task, in
+-- registry order, from the views task_<name> (sql/tasks/<name>.sql), filled in by the runner.
 SELECT
     s.stay_id,
     s.subject_id,
@@ -10,9 +11,7 @@ SELECT
     s.age,
     s.gender,
     s.split,
-    s.mortality,
-    s.long_los,
-    s.readmission,
+    {{task_labels}}
     s.stay_id IN (SELECT stay_id FROM ehr_events WHERE kept) AS has_ehr,
     s.stay_id IN (SELECT stay_id FROM cohort_notes) AS has_notes,
     x.dicom_id IS NOT NULL AS has_cxr,
@@ -24,4 +23,5 @@ SELECT
     s.deathtime
 FROM cohort_stays AS s
 LEFT JOIN cohort_cxr AS x ON x.stay_id = s.stay_id
+{{task_joins}}
 ORDER BY s.stay_id

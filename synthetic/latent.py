@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 F = npt.NDArray[np.float64]
 LATENTS = ("shared_a", "shared_b", "ehr", "note", "cxr")
+# The outcomes simulated, with a known truth: the default tasks of plumbing/tasks.py (a
+# test keeps the two equal; synthetic/ imports nothing of the project but plumbing.atomic).
 TASKS = ("mortality", "long_los", "readmission")
 
 # weights[task][subgroup] over LATENTS; subgroup 0 = medical, 1 = surgical

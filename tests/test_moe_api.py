@@ -70,7 +70,7 @@ def test_model_asset_without_upstream_says_how_to_build_it(tmp_path, monkeypatch
     from plumbing.resources import ProjectResource
 
     result = materialize(
-        [models.moe_mortality],
+        [models.BY_NAME["moe_mortality"]],
         resources={"project": ProjectResource(data_dir=str(tmp_path))},
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
@@ -89,7 +89,7 @@ def test_model_asset_writes_its_folder(toy, tmp_path):
     pq.write_table(pa.Table.from_pandas(toy, preserve_index=False),
                    tmp_path / "multimodal_dataset.parquet")
     result = materialize(
-        [models.moe_long_los],
+        [models.BY_NAME["moe_long_los"]],
         resources={"project": ProjectResource(data_dir=str(tmp_path))},
         instance=DagsterInstance.ephemeral(),
         run_config={"ops": {"moe_long_los": {"config": {**FAST, "n_boot": 20}}}},
@@ -142,7 +142,7 @@ def test_unchanged_inputs_reuse_fits_and_any_change_refits(toy, tmp_path):
         from plumbing.resources import ProjectResource
 
         r = dg.materialize(
-            [models.moe_long_los, models.baselines_long_los],
+            [models.BY_NAME["moe_long_los"], models.BY_NAME["baselines_long_los"]],
             resources={"project": ProjectResource(data_dir=str(tmp_path))},
             instance=DagsterInstance.ephemeral(),
             run_config={"ops": {"moe_long_los": {"config": moe_c},
@@ -199,7 +199,7 @@ def test_report_is_reused_until_a_model_output_changes(toy, tmp_path):
 
     def run(base_seed):
         r = dg.materialize(
-            [models.moe_long_los, models.baselines_long_los, moe_report],
+            [models.BY_NAME["moe_long_los"], models.BY_NAME["baselines_long_los"], moe_report],
             resources={"project": ProjectResource(data_dir=str(tmp_path))},
             instance=DagsterInstance.ephemeral(),
             run_config={"ops": {

@@ -18,10 +18,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import synthetic
-from synthetic import schema
+from synthetic import latent, schema
 
 H = pd.Timedelta(hours=1)
-TASKS = ("mortality", "long_los", "readmission")
+TASKS = latent.TASKS  # the outcomes the generator simulates
 SPEC_HEADERS = {  # from docs/cohort-spec.md: these columns must exist, in this relative order
     "hosp/patients.csv.gz": ["subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"],
     "hosp/admissions.csv.gz": ["subject_id", "hadm_id", "admittime", "dischtime", "deathtime", "admission_type",
