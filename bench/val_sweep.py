@@ -7,6 +7,17 @@ For each seed's `<workdir>/seed<S>/multimodal_dataset.parquet` (built by `bench.
 and each task, fits the MoE with the default settings updated by each variant's JSON and
 prints the validation AUROC and AUPRC (mean over seeds) and the fit seconds. The test split
 is not read; compare the chosen setting on test with `bench.quality` afterwards.
+
+    python -m bench.val_sweep --families all --seeds 0 \
+        --variant base= --variant k1='{"top_k": 1}' --reference early_fusion
+
+With `--families` (names from `bench.families`, or `all`), the same comparison runs on the
+suite's dataset families instead: each variant is fitted with `moe.fit` on each family's
+draw and scored on that draw's *validation* split (the test split is never scored), and the
+summary is the mean validation AUROC over families and seeds (plus each family's), so one
+setting is chosen for all families at once, never per family. `--reference KIND` adds a
+`moe.fit_baseline` kind as a yardstick. How the current defaults were chosen, with the
+numbers, is in bench/VAL_SWEEP.txt.
 """
 
 from __future__ import annotations
@@ -32,7 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--variant", action="append", default=[], help="name=JSON of MoEConfig overrides"
     )
+    ap.add_argument("--families", default="", help="suite families (comma list or 'all')")
+    ap.add_argument("--reference", action="append", default=[], help="baseline kind(s)")
+    ap.add_argument("--scale", type=float, default=1.0, help="family draw size factor")
     args = ap.parse_args(argv)
+    if args.families:
+        family_sweep(args)
+        return
 
     import pyarrow.parquet as pq
 
@@ -75,6 +92,42 @@ def main(argv: list[str] | None = None) -> None:
         tot = sum(float(np.mean(r[f"{t} auroc"])) for t in tasks)
         cells = " ".join(f"{t} {np.mean(r[f'{t} auroc']):.4f}" for t in tasks)
         print(f"{name:<16} {cells}  sum {tot:.4f}  fit s {np.mean(r['seconds']):.0f}")
+
+
+def family_sweep(args: argparse.Namespace) -> None:
+    import moe
+    from bench import families
+    from moe.metrics import auroc
+
+    names = list(families.FAMILIES) if args.families == "all" else args.families.split(",")
+    variants: dict[str, dict[str, Any]] = {}
+    for v in args.variant or ["base="]:
+        name, _, js = v.partition("=")
+        variants[name] = json.loads(js) if js.strip() else {}
+    cand: list[tuple[str, str, dict[str, Any]]] = [("moe", n, o) for n, o in variants.items()]
+    cand += [(k, k, {}) for k in args.reference]
+    scores: dict[str, dict[str, list[float]]] = {label: {} for _, label, _ in cand}
+    secs: dict[str, list[float]] = {label: [] for _, label, _ in cand}
+    for s in [int(x) for x in args.seeds.split(",") if x]:
+        for fam in names:
+            draw = families.make(fam, s, scale=args.scale)
+            val = (draw.table.split == "val").to_numpy()
+            y = draw.table[families.TASK].to_numpy(dtype=float)[val]
+            for kind, label, over in cand:
+                t0 = time.perf_counter()
+                m = (moe.fit(draw.table, families.TASK, over) if kind == "moe"
+                     else moe.fit_baseline(draw.table, families.TASK, kind))
+                secs[label].append(time.perf_counter() - t0)
+                a = auroc(y, m.predict_proba(draw.table)[val])
+                scores[label].setdefault(fam, []).append(a)
+                print(f"seed {s} {fam:<24} {label:<16} val AUROC {a:.4f} "
+                      f"({secs[label][-1]:.0f} s)", flush=True)
+    print("\nvalidation AUROC, mean over seeds; 'mean' is over families")
+    print(f"{'setting':<16} " + " ".join(f"{f[:12]:>12}" for f in names) + "     mean  fit s")
+    for label, per in scores.items():
+        means = [float(np.mean(per[f])) for f in names]
+        print(f"{label:<16} " + " ".join(f"{v:>12.4f}" for v in means)
+              + f"  {np.mean(means):.4f}  {np.mean(secs[label]):5.0f}")
 
 
 if __name__ == "__main__":

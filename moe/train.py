@@ -164,29 +164,31 @@ _PCA_CACHE_MAX = 16
 
 
 def top_principal_directions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(eigenvalues (k,), directions (d, k)) of the sample covariance of the rows of `v`,
-    largest first, each direction's sign fixed so its largest-magnitude entry is positive.
+    """(variances (k,), directions (d, k)) of the top `k` principal components of the rows of
+    `v` (scikit-learn's PCA: exact solver, sample covariance with ddof 1, largest first, each
+    direction's sign fixed so its largest-magnitude entry is positive). With fewer than `k`
+    rows, the missing directions are zero.
 
     Memoised on the matrix's content: the MoE, its ablations and the neural baselines of
-    one task all project the same train rows, and the eigen-decomposition of a 1024-wide
+    one task all project the same train rows, and the decomposition of a 1024-wide
     covariance was the largest single cost of fitting them (profile of the baselines asset).
     """
+    from sklearn.decomposition import PCA
+
     v = np.ascontiguousarray(v)
     key = (hashlib.blake2b(v.data, digest_size=16).hexdigest() + str(v.shape), k)
     hit = _PCA_CACHE.get(key)
     if hit is not None:
         return hit[0].copy(), hit[1].copy()
     n, d = v.shape
-    if k + 1 < n < d:  # fewer rows than columns (but enough for k directions): SVD of the rows
-        _, s, vt = np.linalg.svd(v, full_matrices=False)
-        val, vec = s[:k] ** 2 / (n - 1), vt[:k].T
-    else:
-        import scipy.linalg
-
-        cov = v.T @ v / (n - 1)
-        val, vec = scipy.linalg.eigh(cov, subset_by_index=[d - k, d - 1])
-        val, vec = val[::-1], vec[:, ::-1]
-    vec = vec * np.sign(vec[np.abs(vec).argmax(axis=0), np.arange(k)])  # deterministic signs
+    k_fit = min(k, n, d)
+    # exact solvers only ("auto" may pick the randomized one): the covariance's
+    # eigendecomposition when rows outnumber columns, else the SVD of the rows
+    pca = PCA(n_components=k_fit, svd_solver="covariance_eigh" if n > d else "full").fit(v)
+    val = np.zeros(k)
+    vec = np.zeros((d, k))
+    val[:k_fit] = pca.explained_variance_
+    vec[:, :k_fit] = pca.components_.T
     if len(_PCA_CACHE) >= _PCA_CACHE_MAX:
         _PCA_CACHE.pop(next(iter(_PCA_CACHE)))
     _PCA_CACHE[key] = (val.copy(), vec.copy())
