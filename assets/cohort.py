@@ -70,6 +70,20 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def year_group_table(stats: dict[str, Any]) -> str:
+    """X-ray availability by anchor_year_group: MIMIC-CXR has studies of 2011-2016 only, so
+    stays whose (approximate) real year is outside cannot have one."""
+    rows = stats.get("by_anchor_year_group", {})
+    return (
+        "| anchor_year_group | stays | has_cxr | stays outside MIMIC-CXR's 2011-2016 |\n"
+        "|---|---|---|---|\n"
+        + "".join(
+            f"| {g} | {v['stays']} | {_fmt(v['has_cxr'])} | {v['outside_cxr_years']} |\n"
+            for g, v in rows.items()
+        )
+    )
+
+
 def cohort_metadata(result: BuildResult) -> dict[str, Any]:
     """Counts and rates only (no text, no identifiers)."""
     s = result.stats
@@ -101,6 +115,7 @@ def cohort_metadata(result: BuildResult) -> dict[str, Any]:
         "cohort_flow": MetadataValue.md(flow),
         "label_prevalence_by_split": MetadataValue.md(prevalence),
         "availability_patterns": MetadataValue.md(patterns),
+        "cxr_availability_by_anchor_year_group": MetadataValue.md(year_group_table(s)),
         "modules_absent": ", ".join(s["modules_absent"]) or "none",
         "jpg_files_found": int(s["jpg_files_found"]),
     }

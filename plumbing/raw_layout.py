@@ -59,7 +59,7 @@ RAW_TABLES: dict[str, RawTable] = {
     for t in [
         RawTable(
             "patients", "hosp", "patients",
-            ("subject_id", "gender", "anchor_age", "anchor_year", "dod"),
+            ("subject_id", "gender", "anchor_age", "anchor_year", "anchor_year_group", "dod"),
             MIMIC_IV, key=("subject_id",),
         ),
         RawTable(

@@ -52,6 +52,7 @@ COHORT_SQL = [
     "cohort_notes",
     "cohort_cxr",
     "cohort",
+    "cohort_year_groups",
 ]
 ASSET_SQL: dict[str, list[str]] = {
     **{f"staged_{n}": ["macros", f"staged_{n}"] for n in STAGED_NAMES},
@@ -297,7 +298,12 @@ def _cohort_stats(con: duckdb.DuckDBPyConnection, tasks: list[str]) -> dict[str,
         f"SELECT count(*) AS stays, count(DISTINCT subject_id) AS subjects, {rates}{flags} "
         "FROM cohort_out"
     ).fetch_df().to_dict(orient="records")[0]
+    by_year_group = {
+        str(g): {"stays": int(n), "has_cxr": rate, "outside_cxr_years": int(out)}
+        for g, n, rate, out in con.execute(load_sql("cohort_year_groups")).fetchall()
+    }
     return {
+        "by_anchor_year_group": by_year_group,
         "stays": int(total["stays"]),
         "subjects": int(total["subjects"]),
         "prevalence": {t: _float(total[t]) for t in tasks},

@@ -7,6 +7,7 @@ WITH parsed AS (
         gender,                                        -- 'F' / 'M'
         TRY_CAST(anchor_age AS INTEGER)  AS anchor_age,
         TRY_CAST(anchor_year AS INTEGER) AS anchor_year,
+        anchor_year_group,                             -- e.g. '2011 - 2013' (real years)
         TRY_CAST(try_strptime(dod, ['%Y-%m-%d', '%Y-%m-%d %H:%M:%S']) AS DATE) AS dod
     FROM raw_patients
 )

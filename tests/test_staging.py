@@ -46,7 +46,8 @@ def test_corrupt_gzip_is_clear_error_and_keeps_previous_output(tmp_path):
     before = good.path.read_bytes()
     path = raw / "hosp" / "patients.csv.gz"
     blob = gzip.compress(
-        b"subject_id,gender,anchor_age,anchor_year,dod\n" + b"1,F,60,2150,\n" * 5000
+        b"subject_id,gender,anchor_age,anchor_year,anchor_year_group,dod\n"
+        + b"1,F,60,2150,2011 - 2013,\n" * 5000
     )
     path.write_bytes(blob[: len(blob) // 2])  # truncated
     with pytest.raises(RawInputError, match=r"patients\.csv\.gz.*corrupt or truncated"):

@@ -1,0 +1,1 @@
+"""Exports of the cohort to other ecosystems' formats (SQL in this folder's `.sql` files)."""
