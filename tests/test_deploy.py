@@ -253,11 +253,14 @@ def test_k8s_executor_and_step_pods(deploy_module) -> None:
 @pytest.mark.skipif(
     not has_celery, reason="dagster-celery not installed (it comes with the dev extra)"
 )
-def test_celery_executor_config(deploy_module) -> None:
+def test_celery_executor_config(deploy_module, monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster_celery.cli import get_validated_config
 
+    monkeypatch.setenv("MOE_CELERY_BROKER", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("MOE_CELERY_BACKEND", "redis://127.0.0.1:6379/1")
     config = get_validated_config(str(DEPLOY / "celery" / "executor.yaml"))
-    assert config["broker"].startswith("redis://")
+    assert config["broker"] == "redis://127.0.0.1:6379/0"  # read from the environment
+    assert config["backend"] == "redis://127.0.0.1:6379/1"
     defs = deploy_module.build_definitions("celery")
     job = defs.resolve_job_def("note_embedding_backfill")
     assert job.executor_def.name == "celery_executor"
