@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def competitors() -> list[str]:
 
 def run_draw(family: str, seed: int, models: list[str], scale: float, n_boot: int,
              dims: dict[str, int] | None = None,
-             config: dict[str, Any] | None = None) -> dict[str, Any]:
+             config: dict[str, Any] | None = None,
+             progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Fit every model on one draw; per-model test AUROC/ECE/seconds and bootstrap verdicts."""
     import moe
     from bench import families
@@ -58,7 +60,9 @@ def run_draw(family: str, seed: int, models: list[str], scale: float, n_boot: in
     log(f"{family} seed {seed}: {len(draw.table)} rows drawn in {time.perf_counter() - t0:.1f} s")
     task = families.TASK
     test = (draw.table.split == "test").to_numpy()
-    y = draw.table[task].to_numpy(dtype=float)[test]
+    val = (draw.table.split == "val").to_numpy()
+    y_all = draw.table[task].to_numpy(dtype=float)
+    y = y_all[test]
     rec: dict[str, Any] = {"family": family, "seed": seed, "n_test": int(test.sum()),
                            "oracle": auroc(y, draw.oracle[test]), "models": {}}
     y_id = None
@@ -72,13 +76,17 @@ def run_draw(family: str, seed: int, models: list[str], scale: float, n_boot: in
         model = (moe.fit(draw.table, task, config) if name == "moe"
                  else moe.fit_baseline(draw.table, task, name, config))
         sec = time.perf_counter() - t1
-        p = model.predict_proba(draw.table)[test]
+        p_all = model.predict_proba(draw.table)
+        p = p_all[test]
         probs[name] = p
-        r: dict[str, Any] = {"auroc": auroc(y, p), "ece": ece(y, p), "seconds": sec}
+        r: dict[str, Any] = {"auroc": auroc(y, p), "ece": ece(y, p), "seconds": sec,
+                             "val_auroc": auroc(y_all[val], p_all[val])}
         if draw.id_test is not None and y_id is not None:
             r["auroc_id"] = auroc(y_id, model.predict_proba(draw.id_test))
             r["drop"] = r["auroc_id"] - r["auroc"]
         rec["models"][name] = r
+        if progress is not None:
+            progress(rec)
         log(f"{family} seed {seed}: {name:<14} AUROC {r['auroc']:.4f} ECE {r['ece']:.3f} "
             f"({sec:.1f} s)")
     if "moe" in probs:
@@ -206,7 +214,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--families", default=",".join(families.FAMILIES))
     ap.add_argument("--models", default="", help="default: moe and every moe.baselines.KINDS")
     ap.add_argument("--n-boot", type=int, default=0, help="default 1000 (100 with --quick)")
-    ap.add_argument("--records", default="", help="also write the per-seed records here")
+    ap.add_argument("--records", default="",
+                    help="also write the per-seed records here (after every draw)")
+    ap.add_argument("--from-records", default="",
+                    help="comma list of records files: print their table, fit nothing")
     ap.add_argument("--small-dims", action="store_true",
                     help="narrow vectors (EHR 24, notes 32, CXR 48): tests only")
     ap.add_argument("--config", default="",
@@ -224,12 +235,26 @@ def main(argv: list[str] | None = None) -> None:
     dims = {"ehr": 24, "notes": 32, "cxr": 48} if args.small_dims else None
     t0 = time.perf_counter()
     config = json.loads(args.config) if args.config else None
-    records = [run_draw(f, s, models, scale, n_boot, dims, config) for f in fams for s in seeds]
+    records: list[dict[str, Any]] = []
+    if args.from_records:
+        for path in args.from_records.split(","):
+            records += json.loads(Path(path).read_text())
+        if not args.models:
+            models = [m for m in models if all(m in r["models"] for r in records)]
+        seeds = sorted({r["seed"] for r in records})
+    else:
+        def save(partial: dict[str, Any] | None = None) -> None:
+            if args.records:
+                done = records + ([partial] if partial is not None else [])
+                Path(args.records).write_text(json.dumps(_jsonable(done), indent=1))
+
+        for f in fams:
+            for s in seeds:
+                records.append(run_draw(f, s, models, scale, n_boot, dims, config, save))
+                save()
     summary = summarise(records, models)
     summary.update(seeds=seeds, quick=bool(args.quick), models=models, config=config or {},
                    total_seconds=time.perf_counter() - t0)
-    if args.records:
-        Path(args.records).write_text(json.dumps(records, indent=1))
     print(f"test AUROC, mean ± sd over seeds {seeds}; [+b/-w]: seeds where the model was "
           "better/worse than the MoE beyond the paired bootstrap's 95% interval")
     print(table(summary, models))
