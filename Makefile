@@ -24,12 +24,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python scripts/venv_setup.py $(VENV)
 	touch $(STAMP)
 
+# DAGSTER_HOME holds run storage and compute logs (what the steps printed): owner-only,
+# and every Dagster process started here runs with an owner-only umask.
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
-	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	umask 077 && mkdir -p $(DAGSTER_HOME)
+	chmod go-rwx $(DAGSTER_HOME)
+	umask 077 && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m pipelines.definitions -j full_pipeline
+	umask 077 && chmod go-rwx $(DAGSTER_HOME) && $(BIN)/dagster job execute -m pipelines.definitions -j full_pipeline
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -43,7 +46,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	umask 077 && chmod go-rwx $(DAGSTER_HOME) && $(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import Field
 
 from moe import dataset, image_choice, note_pooling
-from moe.cxr_encoder import CxrEncoder
+from moe.cxr_encoder import CxrEncoder, decode_failures_warning
 from moe.ehr_vectors import build_ehr_vectors
 from moe.embedding_cache import EmbeddingCache
 from moe.text_encoder import ProgressFn, TextEncoder
@@ -223,6 +223,15 @@ def note_embedding_cache(
 
 
 # CXR
+def _warn_decode_failures(
+    context: dg.AssetExecutionContext, failed: float, images: float, root: Path
+) -> None:
+    """A WARNING with the count of JPGs that did not decode (never their bytes)."""
+    warning = decode_failures_warning(int(failed), int(images), str(root))
+    if warning:
+        context.log.warning(warning)
+
+
 @dg.asset(
     deps=_CXR_DEPS,
     group_name="embeddings",
@@ -245,6 +254,7 @@ def cxr_embeddings(
     counts, per_shard = image_choice.embed_images_per_stay(
         encoder, cache, root, images, out_dir, _progress(context, "cxr", config.log_every)
     )
+    _warn_decode_failures(context, counts.get("decode_failures", 0), counts.get("images", 0), root)
     work = counts.get("images_embedded_now", 0) + counts.get("new_decode_failures", 0)
     return dg.MaterializeResult(
         metadata={
@@ -279,6 +289,7 @@ def cxr_embedding_cache(
     encoder, cache, root, images, _ = _cxr_setup(config, project.paths())
     progress = _progress(context, "cxr", config.log_every)(shard)
     _, c = image_choice.fill_cxr_shard(encoder, cache, root, images, shard, progress)
+    _warn_decode_failures(context, c.get("new_decode_failures", 0), c.get("images", 0), root)
     work = c.get("images_embedded_now", 0) + c.get("new_decode_failures", 0)
     return dg.MaterializeResult(
         metadata={

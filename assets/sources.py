@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from dagster import (
@@ -16,6 +15,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from plumbing.atomic import temp_path
 from plumbing.raw_layout import check_layout, fingerprint
 from plumbing.resources import ProjectResource
 
@@ -82,8 +82,8 @@ def _ensure_demo(
         context.log.info(f"Demo data already at {raw} ({wanted}); not regenerated.")
         return False
     raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = raw.parent / f".raw-{uuid.uuid4().hex[:8]}"
-    tmp_truth = raw.parent / f".truth-{uuid.uuid4().hex[:8]}.parquet"
+    tmp = temp_path(raw)  # names this process: a dead run's is removed by the next one
+    tmp_truth = temp_path(truth)
     context.log.info(f"Generating synthetic demo data: {wanted} -> {raw}")
     try:
         synthetic.generate(tmp, stays=config.demo_stays, seed=config.demo_seed, truth=tmp_truth)

@@ -37,6 +37,7 @@ __all__ = [
     "CxrEncoder",
     "CxrFillStats",
     "ImageDecodeError",
+    "decode_failures_warning",
     "decode_image",
     "fill_cxr_cache",
 ]
@@ -59,6 +60,18 @@ ProgressFn = Callable[[int, int], None]
 
 class ImageDecodeError(ValueError):
     """An image that cannot be turned into a model input."""
+
+
+def decode_failures_warning(failed: int, images: int, where: str) -> str | None:
+    """The WARNING line for JPGs that did not decode (zero bytes, truncated, too small):
+    counts and the folder only, never a file's bytes or pixels. None when none failed."""
+    if failed <= 0:
+        return None
+    return (
+        f"{failed} of {images} X-ray image(s) under {where} did not decode (zero bytes, "
+        "truncated, corrupt or too small): those stays count as having no X-ray. Check the "
+        "files (e.g. with `identify`) and download them again from PhysioNet."
+    )
 
 
 def decode_image(data: bytes, size: int = 224, min_side: int = MIN_SIDE) -> np.ndarray:

@@ -18,6 +18,7 @@ import assets
 from pipelines.automation import cohort_refresh_schedule, mimic_root_change_sensor
 from pipelines.dead_runs import release_at_load
 from pipelines.jobs import ALL_JOBS
+from plumbing.data_dir import private_at_load
 from plumbing.resources import default_resources
 
 # What follows a cohort refresh on its own: everything downstream of the cohort.
@@ -51,6 +52,8 @@ _assets = map_asset_specs(
     [a for a in load_assets_from_package_module(assets) if isinstance(a, AssetsDefinition)],
 )
 
+# owner-only files from here on (umask), and in DAGSTER_HOME already (compute logs)
+private_at_load()
 # a run killed with SIGKILL keeps its "duckdb"/"torch" pool slot; give it back first
 release_at_load()
 

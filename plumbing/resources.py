@@ -8,7 +8,8 @@ from pathlib import Path
 from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from plumbing.settings import ProjectPaths, ensure_private_dir, materialize_first, project_paths
+from plumbing.data_dir import open_data_dir
+from plumbing.settings import ProjectPaths, materialize_first, project_paths
 
 
 class ProjectResource(ConfigurableResource):
@@ -20,10 +21,15 @@ class ProjectResource(ConfigurableResource):
     )
 
     def paths(self) -> ProjectPaths:
-        """The run's paths; creates the data folder owner-only (0700) if it is new."""
-        return ProjectPaths(
-            data_dir=ensure_private_dir(Path(self.data_dir).expanduser().resolve()),
-            mimic_root=Path(self.mimic_root).expanduser().resolve() if self.mimic_root else None,
+        """The run's paths, the data folder opened for writing (plumbing/data_dir.py:
+        owner-only, source record checked, dead runs' temp files removed)."""
+        return open_data_dir(
+            ProjectPaths(
+                data_dir=Path(self.data_dir).expanduser().resolve(),
+                mimic_root=Path(self.mimic_root).expanduser().resolve()
+                if self.mimic_root
+                else None,
+            )
         )
 
 

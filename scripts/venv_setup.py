@@ -22,7 +22,8 @@ def activate_block(project_dir: Path) -> str:
             f'export DAGSTER_HOME="${{DAGSTER_HOME:-{project_dir}/.dagster}}"',
             "export HF_HUB_OFFLINE=1",
             "export TRANSFORMERS_OFFLINE=1",
-            f'mkdir -p "$DAGSTER_HOME" && [ -f "$DAGSTER_HOME/dagster.yaml" ] || '
+            '(umask 077 && mkdir -p "$DAGSTER_HOME")',
+            f'[ -f "$DAGSTER_HOME/dagster.yaml" ] || '
             f'cp "{project_dir}/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"',
             END,
             "",

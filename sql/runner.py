@@ -16,7 +16,6 @@ import gzip
 import hashlib
 import io
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import duckdb
 
-from plumbing.atomic import atomic_path
+from plumbing.atomic import atomic_path, process_temp_dir, temp_path
 from plumbing.raw_layout import RawInputError, RawTable, raw_file
 from plumbing.reuse import parquet_metadata
 
@@ -207,8 +206,7 @@ def list_cxr_files(raw_root: Path) -> list[str]:
 def connect(settings: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB bounded by memory_limit / threads, spilling to temp_directory,
     with the macros of `sql/macros.sql` and the `variables` table loaded."""
-    temp = Path(str(settings["temp_directory"]))
-    temp.mkdir(parents=True, exist_ok=True)
+    temp = process_temp_dir(str(settings["temp_directory"]))  # owner-only, one per process
     con = duckdb.connect(
         ":memory:",
         config={
@@ -325,9 +323,7 @@ def stage_table(
     `before_commit` runs before the output is replaced; if it raises, nothing is."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # the parsed rows with their reasons, beside the output, named like an atomic-write temp
-    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    scratch = Path(name)
+    scratch = temp_path(out.with_name(f"{out.name}.parsed"))  # names this process
     try:
         try:
             con.execute(f"COPY ({load_sql(sql_name)}) TO {_lit(str(scratch))} (FORMAT parquet)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -206,8 +207,10 @@ def test_unchanged_rerun_embeds_nothing(world: tuple[Path, Path], first_run: Any
     assert c["decode_failures"] == 1  # still counted, from the cache, not retried
 
 
-def test_real_data_refuses_random_cxr_weights(world: tuple[Path, Path]) -> None:
-    data, raw = world
+def test_real_data_refuses_random_cxr_weights(world: tuple[Path, Path], tmp_path: Path) -> None:
+    demo, raw = world
+    data = tmp_path / "data"  # the world's folder is recorded as built from the demo
+    shutil.copytree(demo, data, ignore=shutil.ignore_patterns("source.json"))
     res = materialize(
         [cxr_embeddings],
         resources={"project": ProjectResource(data_dir=str(data), mimic_root=str(raw))},
