@@ -25,7 +25,7 @@ from dagster import (
 import assets.cohort
 import assets.sources
 import assets.staging
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import INTIME, D, H, RawBuilder
 
 CANARY = "QX7-CANARY-b41d9e-NOTE-TEXT"
@@ -76,7 +76,7 @@ def run_extraction(
         instance=instance,
         resources={
             "project": ProjectResource(data_dir=str(data), mimic_root=str(raw) if raw else ""),
-            "duckdb": DuckDBResource(memory_limit="256MB", threads=1),
+            "duckdb": DuckDBSettings(memory_limit="256MB", threads=1),
         },
         run_config=run_config or (DEMO_RUN_CONFIG if raw is None else None),
         selection=list(only) if only else None,

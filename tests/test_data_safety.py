@@ -25,7 +25,7 @@ from assets.embeddings import cxr_embeddings, ehr_vectors, multimodal_dataset, n
 from plumbing.atomic import HOST, dead_temps, temp_path
 from plumbing.data_dir import SOURCE_FILE, private_at_load, read_source
 from plumbing.private import make_private_tree
-from plumbing.resources import DuckDBResource, ProjectResource
+from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.fault_fixture import build_raw, extraction_assets, failure_text, run_extraction, snapshot
 from tests.reliability_helpers import REPO
 
@@ -255,7 +255,7 @@ def test_run_from_another_source_refuses_to_touch_the_folder(tmp_path: Path, oth
         project = ProjectResource(data_dir=str(data), mimic_root=str(second))
         result = materialize(
             extraction_assets(),
-            resources={"project": project, "duckdb": DuckDBResource(threads=1)},
+            resources={"project": project, "duckdb": DuckDBSettings(threads=1)},
             selection=QUICK,
             raise_on_error=False,
         )

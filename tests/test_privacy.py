@@ -25,7 +25,7 @@ from dagster import materialize
 from assets.staging import staged_patients
 from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import RawBuilder
-from tests.reliability_helpers import REPO, make_home, run_cli
+from tests.reliability_helpers import REPO, SELECT_TO_MODEL, fast_run_config, make_home, run_cli
 
 CANARY = "ZQXJ-CANARY-5e1b7d-PATIENT-TEXT"
 
@@ -121,9 +121,9 @@ def _plant_canary(raw: Path) -> int:
     return planted
 
 
-def _files_with_canary(roots: list[Path], skip: callable) -> list[str]:
+def _files_with_canary(roots: list[Path], skip: callable, canary: str = CANARY) -> list[str]:
     hits = []
-    needle = CANARY.encode()
+    needle = canary.encode()
     for root in roots:
         for path in [root] if root.is_file() else root.rglob("*"):
             if not path.is_file() or skip(path):
@@ -135,15 +135,76 @@ def _files_with_canary(roots: list[Path], skip: callable) -> list[str]:
                 hits.append(str(path))
             elif path.suffix == ".parquet":  # pages are compressed: read the values
                 table = pq.read_table(path)
-                if any(CANARY in str(v) for col in table.columns for v in col.to_pylist()):
+                if any(canary in str(v) for col in table.columns for v in col.to_pylist()):
                     hits.append(str(path))
     return hits
 
 
+def _damage_last_note(raw: Path) -> None:
+    """One non-UTF-8 byte in the last radiology report (the issue's case): staging fails."""
+    path = raw / "note" / "radiology.csv.gz"
+    blob = gzip.decompress(path.read_bytes())
+    eol = b"\r\n" if b"\r\n" in blob[:4096] else b"\n"
+    bad = f'rr-damaged,10000001,,RR,1,2150-01-01 11:00:00,,"{CANARY} radiology \xff"'
+    path.write_bytes(gzip.compress(blob.rstrip(b"\r\n") + eol + bad.encode("latin-1") + eol))
+
+
+def _not_private(roots: list[Path]) -> list[str]:
+    return [
+        f"{oct(stat.S_IMODE(p.lstat().st_mode))} {p}"
+        for root in roots
+        for p in root.rglob("*")
+        if not p.is_symlink() and stat.S_IMODE(p.lstat().st_mode) & 0o077
+    ]
+
+
+_SQLX_CHAIN = (
+    "engineer sqlx (sql/): DuckDB's error, chained as the cause of the project's, quotes the "
+    "note ('Original Line:'); when the chain is clean, delete this mark."
+)
+
+
+@pytest.mark.xfail(strict=True, reason=_SQLX_CHAIN)
+def test_encoding_damage_leaves_no_note_text_in_dagster_storage_or_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Fast, as Dagster runs it in-process: staging a note table with a broken byte deep in
+    it fails; the canary is in no file under DAGSTER_HOME (run storage, event logs,
+    compute logs), not on the terminal, and nowhere in the data folder but the staged text."""
+    from dagster import DagsterInstance
+
+    from plumbing.data_dir import private_at_load
+    from tests.fault_fixture import CANARY as NOTE_CANARY
+    from tests.fault_fixture import build_raw, run_extraction
+    from tests.test_fault_table import encoding_damage
+
+    raw = build_raw(tmp_path / "raw")
+    encoding_damage(raw)
+    home = make_home(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    instance = DagsterInstance.get()
+    private_at_load()
+    data = tmp_path / "data"
+    result, _ = run_extraction(data, raw, instance=instance)
+    assert not result.success
+    out = capfd.readouterr()
+    assert "staged_radiology" in out.err  # the failure was printed ...
+    assert NOTE_CANARY not in out.out + out.err  # ... without the note
+    assert _files_with_canary([home], lambda p: False, NOTE_CANARY) == []
+    assert list(home.rglob("*.err")), "no compute logs to search"
+
+    def skip(path: Path) -> bool:
+        return path.name == "staged_discharge.parquet"  # note text, by design
+
+    assert _files_with_canary([data], skip, NOTE_CANARY) == []
+
+
 @pytest.mark.slow
 def test_offline_run_leaks_no_note_text(tmp_path: Path) -> None:
-    """Runs `*moe_mortality` on demo data with canaries planted in every note, every network
-    connection refused, then searches Dagster storage, logs, models and derived tables."""
+    """Runs `*moe_mortality` and the report on demo data with canaries planted in every note,
+    every network connection refused, then again with a broken byte in the last radiology
+    report (staging fails); searches Dagster storage, logs, models, reports, derived tables
+    and the CLI output, and checks every file is owner-only though the shell's umask is 022."""
     data = tmp_path / "data"
     home = make_home(tmp_path)
     site = tmp_path / "site"
@@ -151,15 +212,25 @@ def test_offline_run_leaks_no_note_text(tmp_path: Path) -> None:
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     net_log = tmp_path / "net.log"
     env = {"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "MOE_TEST_NET_LOG": str(net_log)}
-    rc, log = run_cli(data, home, select="mimic_raw", **env)
-    assert rc == 0, log[-2000:]
-    assert _plant_canary(data / "demo" / "raw") > 0
-    rc, log = run_cli(data, home, **env)
-    assert rc == 0, log[-3000:]
+    before = os.umask(0o022)
+    try:
+        rc, log = run_cli(data, home, select="mimic_raw", **env)
+        assert rc == 0, log[-2000:]
+        assert _plant_canary(data / "demo" / "raw") > 0
+        config = fast_run_config()
+        config["ops"]["moe_report"] = {"config": {"n_boot": 20, "refit_early_fusion": False}}
+        rc, log = run_cli(data, home, select=f"{SELECT_TO_MODEL},moe_report", config=config, **env)
+        assert rc == 0, log[-3000:]
+        _damage_last_note(data / "demo" / "raw")
+        rc, damaged = run_cli(data, home, select=f"{SELECT_TO_MODEL},moe_report", config=config, **env)
+        assert rc != 0 and "staged_radiology" in damaged
+    finally:
+        os.umask(before)
     staged = pd.read_parquet(data / "staged_radiology.parquet")
     assert staged["text"].str.contains(CANARY).any()  # the canary did go through the run
+    assert (data / "reports" / "report.md").is_file() and (data / "models").is_dir()
     assert not net_log.exists(), net_log.read_text()
-    assert CANARY not in log
+    assert CANARY not in log and CANARY not in damaged
 
     def skip(path: Path) -> bool:  # the raw root and the staged note tables hold the text
         return "demo" in path.relative_to(data).parts if path.is_relative_to(data) else False
@@ -168,4 +239,6 @@ def test_offline_run_leaks_no_note_text(tmp_path: Path) -> None:
         return skip(path) or path.name in ("staged_radiology.parquet", "staged_discharge.parquet")
 
     assert _files_with_canary([home], lambda p: False) == []
+    assert _files_with_canary([data / "reports", data / "models"], lambda p: False) == []
     assert _files_with_canary([data], skip_data) == []
+    assert _not_private([data, home]) == []
