@@ -5,15 +5,27 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
+    Config,
     DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
 )
+from pydantic import Field
 
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
-from sql import RAW_TABLES, STAGED_NAMES, BuildResult, build_staged, code_version
+from sql import RAW_TABLES, STAGED_NAMES, BuildResult, StagingParams, build_staged, code_version
+
+
+class StagingConfig(Config):
+    max_rejected_fraction: float = Field(
+        default=StagingParams.max_rejected_fraction,
+        ge=0.0,
+        le=1.0,
+        description="More than this share of the table's rows dropped (malformed, duplicate "
+        "keys) fails the step before any output is replaced; fewer are dropped with a warning.",
+    )
 
 _DESCRIPTIONS = {
     "patients": "Patients (MIMIC-IV hosp/patients): gender, anchor age and year.",
@@ -37,6 +49,7 @@ def staging_metadata(result: BuildResult) -> dict[str, Any]:
     return {
         "dagster/row_count": int(stats.get("rows", 0)),
         "rows_dropped": int(stats.get("rows_dropped", 0)),
+        "values_unparsed": int(sum(stats.get("values_unparsed_by_column", {}).values())),
         "dropped_by_reason": MetadataValue.md(table if dropped else "none"),
         "source_present": stats.get("source", "absent") != "absent",
         "reused_unchanged_inputs": result.reused,
@@ -62,10 +75,15 @@ def _staging_asset(name: str) -> AssetsDefinition:
         ),
     )
     def _staged(
-        context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
+        context: AssetExecutionContext,
+        config: StagingConfig,
+        project: ProjectResource,
+        duckdb: DuckDBSettings,
     ) -> MaterializeResult:
         paths = project.paths()
-        result = build_staged(name, paths.raw_root, paths.data_dir, duckdb.settings(paths.data_dir))
+        params = StagingParams(max_rejected_fraction=config.max_rejected_fraction)
+        settings = duckdb.settings(paths.data_dir)
+        result = build_staged(name, paths.raw_root, paths.data_dir, settings, params=params)
         for warning in result.warnings:
             context.log.warning(warning)
         if result.reused:

@@ -61,7 +61,7 @@ def arrow_stream(
 
     from plumbing.raw_layout import RAW_TABLES
     from plumbing.reuse import combine, file_identity
-    from sql.build import code_version
+    from sql.build import StagingParams, code_version, staging_statement
     from sql.runner import connect, stage_table, validate_raw
 
     t0 = time.perf_counter()
@@ -91,7 +91,9 @@ def arrow_stream(
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW raw_{table} AS SELECT {proj} FROM raw_{table}_arrow"
         )
-        stats = stage_table(con, f"staged_{table}", out, fingerprint, src)
+        statement = staging_statement(spec)
+        limit = StagingParams().max_rejected_fraction
+        stats = stage_table(con, statement, out, fingerprint, src, limit)
     finally:
         con.close()
         stream.close()

@@ -18,13 +18,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from plumbing.raw_layout import RAW_TABLES, RawInputError
+from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
 from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, reusable_parquet
 from plumbing.settings import materialize_first
 from plumbing.tasks import TASKS, Task, check_unique
+from sql.errors import writable
 from sql.runner import (
     VARIABLES_CSV,
     check_gzip,
+    check_rejections,
     code_hash,
     connect,
     feature_columns_sql,
@@ -35,6 +37,7 @@ from sql.runner import (
     set_interval,
     sql_view,
     stage_table,
+    staging_warnings,
     validate_raw,
     write_parquet_atomic,
 )
@@ -55,7 +58,10 @@ COHORT_SQL = [
     "cohort_year_groups",
 ]
 ASSET_SQL: dict[str, list[str]] = {
-    **{f"staged_{n}": ["macros", f"staged_{n}"] for n in STAGED_NAMES},
+    **{
+        f"staged_{n}": ["macros", f"staged_{n}", *(["staged_keys"] if t.key else [])]
+        for n, t in RAW_TABLES.items()
+    },
     "cohort": COHORT_SQL,
     "ehr_features": ["macros", "ehr_events", "ehr_features"],
     "cohort_notes": ["macros", "cohort_notes"],
@@ -81,6 +87,13 @@ class CohortParams:
     observation_window_hours: float = 48.0
     long_stay_days: float = 7.0
     readmission_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class StagingParams:
+    # more than this share of a table's rows dropped (malformed, duplicate, implausible)
+    # fails the staging before any output is replaced; fewer are dropped with a warning
+    max_rejected_fraction: float = 0.01
 
 
 @dataclass
@@ -112,15 +125,27 @@ def _upstream_fingerprint(path: Path) -> str:
 # --------------------------------------------------------------------------- staging
 
 
+def staging_statement(table: RawTable) -> str:
+    """`sql/staged_<name>.sql`, inside the duplicate-key rule of `staged_keys.sql` when the
+    cohort relies on the table's key."""
+    statement = load_sql(f"staged_{table.name}")
+    if not table.key:
+        return statement
+    return load_sql("staged_keys", statement=statement, key=", ".join(table.key))
+
+
 def build_staged(
     name: str,
     raw_root: Path,
     data_dir: Path,
     settings: Mapping[str, Any],
     force: bool = False,
+    params: StagingParams | None = None,
 ) -> BuildResult:
     """Stage one raw table: validate, parse, filter, write `staged_<name>.parquet`."""
+    params = params or StagingParams()
     table = RAW_TABLES[name]
+    writable(data_dir)
     source = validate_raw(raw_root, table)  # raises before any output is replaced
     warnings = []
     if source is None:
@@ -132,33 +157,36 @@ def build_staged(
     fingerprint = combine(code_version(f"staged_{name}"), file_identity([source]))
     reused = _reuse(out, fingerprint, force)
     if reused is not None:
-        reused.warnings = warnings
+        check_rejections(source or out, reused.stats, params.max_rejected_fraction)
+        reused.warnings = warnings + staging_warnings(source, reused.stats)
         return reused
     # a truncated download must fail before any output is replaced: the whole-file check
     # runs in a thread while DuckDB parses, and is awaited before the output is committed
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"check-{name}")
     checked = pool.submit(check_gzip, source) if source is not None else None
     con = connect(settings)
+    failed: RawInputError | None = None
     try:
         raw_view(con, table, source)
         stats = stage_table(
             con,
-            f"staged_{name}",
+            staging_statement(table),
             out,
             fingerprint,
             source,
+            params.max_rejected_fraction,
             extra_stats={"source": str(source) if source else "absent"},
             before_commit=checked.result if checked is not None else None,
         )
-    except RawInputError:
-        gzip_error = checked.exception() if checked is not None else None
-        if gzip_error is not None:
-            raise gzip_error from None  # the gzip's own error names the real cause
-        raise
+    except RawInputError as err:
+        failed = err
     finally:
         con.close()
         pool.shutdown(wait=True)
-    return BuildResult(out, fingerprint, stats, reused=False, warnings=warnings)
+    if failed is not None:
+        gzip_failure = checked.exception() if checked is not None else None
+        raise (gzip_failure or failed) from None  # the gzip's own error names the real cause
+    return BuildResult(out, fingerprint, stats, False, warnings + staging_warnings(source, stats))
 
 
 # --------------------------------------------------------------------------- cohort

@@ -23,3 +23,8 @@ CREATE OR REPLACE TEMP MACRO cxr_clock(t) AS
 -- Split bucket of a subject: int(sha256(str(subject_id)).hexdigest()[:8], 16) % 100.
 CREATE OR REPLACE TEMP MACRO split_bucket(subject_id) AS
     CAST(('0x' || substr(sha256(CAST(subject_id AS VARCHAR)), 1, 8)) AS UBIGINT) % 100;
+
+-- `name` when a value is present in the raw file but did not parse: staging keeps such a
+-- value as NULL and lists the column in _unparsed (counted per column and warned).
+CREATE OR REPLACE TEMP MACRO unparsed(name, raw, parsed) AS
+    CASE WHEN raw IS NOT NULL AND parsed IS NULL THEN name END;

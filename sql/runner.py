@@ -26,6 +26,7 @@ import duckdb
 from plumbing.atomic import atomic_path, process_temp_dir, temp_path
 from plumbing.raw_layout import RawInputError, RawTable, raw_file
 from plumbing.reuse import parquet_metadata
+from sql.errors import guarded, gzip_error, writable
 
 SQL_DIR = Path(__file__).resolve().parent
 VARIABLES_CSV = SQL_DIR / "variables.csv"
@@ -93,21 +94,15 @@ def feature_columns_sql() -> str:
 
 
 def read_header(path: Path) -> list[str]:
-    """Column names of a CSV(.gz); RawInputError naming the file when unreadable."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-                line = f.readline()
-        else:
-            with path.open(encoding="utf-8", newline="") as f:
-                line = f.readline()
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
-        raise RawInputError(
-            f"{path}: cannot be read as {'gzip-compressed ' if path.suffix == '.gz' else ''}"
-            f"CSV ({type(err).__name__}: {err}). The file is probably corrupt or truncated: "
-            f"check it with `gzip -t {path}` and download it again."
-        ) from err
-    return next(csv.reader(io.StringIO(line)), [])
+    """Column names of a CSV(.gz); a byte-order mark before them is accepted (Excel and
+    some exports write one). RawInputError naming the file and cause when unreadable."""
+
+    def first_line() -> str:
+        opener: Any = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+            return str(f.readline())
+
+    return next(csv.reader(io.StringIO(guarded(first_line, source=path))), [])
 
 
 def validate_raw(root: Path, table: RawTable) -> Path | None:
@@ -171,10 +166,10 @@ def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
             if pending:
                 raise EOFError("the compressed stream ends before its end-of-stream marker")
     except errors as err:
-        raise RawInputError(
-            f"{path}: corrupt or truncated gzip ({type(err).__name__}: {err}). Check it with "
-            f"`gzip -t {path}` and download it again from PhysioNet. No output was replaced."
-        ) from err
+        problem = gzip_error(path, type(err).__name__)
+    else:
+        return
+    raise problem from None  # outside the except block: no cause, no context
 
 
 def list_cxr_files(raw_root: Path) -> list[str]:
@@ -206,7 +201,9 @@ def list_cxr_files(raw_root: Path) -> list[str]:
 def connect(settings: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB bounded by memory_limit / threads, spilling to temp_directory,
     with the macros of `sql/macros.sql` and the `variables` table loaded."""
-    temp = process_temp_dir(str(settings["temp_directory"]))  # owner-only, one per process
+    base = Path(str(settings["temp_directory"]))
+    writable(base)  # a clear error naming the folder, before DuckDB's own
+    temp = process_temp_dir(base)  # owner-only, one per process
     con = duckdb.connect(
         ":memory:",
         config={
@@ -235,13 +232,6 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def duckdb_message(err: BaseException) -> str:
-    """DuckDB's error without the raw line it quotes (it may hold note text or patient data)."""
-    head = str(err).split("Original Line:", 1)[0].strip()
-    hint = " invalid UTF-8 bytes;" if "unicode" in str(err).lower() else ""
-    return f"{type(err).__name__}: {head};{hint} offending line withheld, it may hold patient data"
-
-
 def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None) -> None:
     """`raw_<name>`: the raw file as all-VARCHAR columns (parsed with explicit types and
     formats in the staging SQL), or an empty table with the same columns when absent."""
@@ -258,18 +248,14 @@ def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None)
         if table.module == "note"
         else ""
     )
-    try:
-        con.execute(
+    guarded(
+        lambda: con.execute(
             f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM read_csv({_lit(str(path))}, "
             "header = true, all_varchar = true, delim = ',', quote = '\"', escape = '\"', "
             f"compression = 'auto', null_padding = true{big})"
-        )
-    except duckdb.Error as err:
-        raise RawInputError(
-            f"{path}: DuckDB could not read it ({duckdb_message(err)}). The file is probably "
-            "corrupt, truncated or not UTF-8: check it (`gzip -t`, `iconv -f utf-8 -t utf-8`) "
-            "and download it again from PhysioNet. No output was replaced."
-        ) from err
+        ),
+        source=path,
+    )
 
 
 def parquet_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
@@ -311,56 +297,89 @@ def write_parquet_atomic(
 
 def stage_table(
     con: duckdb.DuckDBPyConnection,
-    sql_name: str,
+    statement: str,
     out: Path,
     fingerprint: str,
     source: Path | None,
+    max_rejected: float,
     extra_stats: Mapping[str, Any] | None = None,
     before_commit: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Run a staging statement (its rows carry `_reject`: NULL keeps the row, else the
-    reason it is dropped), write the kept rows atomically, return row and reject counts.
-    `before_commit` runs before the output is replaced; if it raises, nothing is."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Run a staging statement and write its kept rows atomically; return the counts.
+
+    The statement's rows carry `_reject` (NULL keeps the row, else why it is dropped) and
+    `_unparsed` (the columns of a kept row whose value is present but does not parse, so
+    it is stored as NULL). When more than `max_rejected` of the rows would be dropped, it
+    raises before the output is replaced (`check_rejections`). `before_commit` runs before
+    the output is replaced; if it raises, nothing is."""
     # the parsed rows with their reasons, beside the output, named like an atomic-write temp
     scratch = temp_path(out.with_name(f"{out.name}.parsed"))  # names this process
+    parsed = f"read_parquet({_lit(str(scratch))})"
     try:
-        try:
-            con.execute(f"COPY ({load_sql(sql_name)}) TO {_lit(str(scratch))} (FORMAT parquet)")
-        except duckdb.Error as err:
-            if "Could not write" in str(err) or "No space left" in str(err):
-                raise OSError(
-                    f"Cannot write {out.parent} ({duckdb_message(err)}): the disk is full or the "
-                    "folder is not writable. Free space or point MOE_DATA_DIR (and "
-                    "MOE_DUCKDB_TEMP_DIR) elsewhere. No output was replaced."
-                ) from err
-            where = source if source is not None else sql_name
-            raise RawInputError(
-                f"{where}: DuckDB could not read it ({duckdb_message(err)}). A gzip or "
-                f"CSV error means the file is corrupt or truncated: check it with `gzip -t` "
-                f"and download it again from PhysioNet. No output was replaced."
-            ) from err
-        rejected = dict(
-            con.execute(
-                f"SELECT _reject, count(*) FROM read_parquet({_lit(str(scratch))}) "
-                "WHERE _reject IS NOT NULL GROUP BY _reject ORDER BY _reject"
-            ).fetchall()
+        guarded(
+            lambda: con.execute(f"COPY ({statement}) TO {_lit(str(scratch))} (FORMAT parquet)"),
+            source=source,
+            out=out,
+            what=out.stem,
         )
+        rejected = con.execute(
+            f"SELECT _reject, count(*) FROM {parsed} WHERE _reject IS NOT NULL "
+            "GROUP BY _reject ORDER BY _reject"
+        ).fetchall()
+        unparsed = con.execute(
+            f"SELECT col, count(*) FROM (SELECT unnest(string_split(_unparsed, ' ')) AS col "
+            f"FROM {parsed} WHERE _reject IS NULL AND _unparsed IS NOT NULL) GROUP BY col "
+            "ORDER BY col"
+        ).fetchall()
+        kept = f"SELECT * EXCLUDE (_reject, _unparsed) FROM {parsed} WHERE _reject IS NULL"
+        rows = con.execute(f"SELECT count(*) FROM ({kept})").fetchone()
         stats: dict[str, Any] = {
-            "rows_dropped": int(sum(rejected.values())),
-            "dropped_by_reason": {k: int(v) for k, v in rejected.items()},
+            "rows": int(rows[0]) if rows else 0,
+            "rows_dropped": sum(int(n) for _, n in rejected),
+            "dropped_by_reason": {str(r): int(n) for r, n in rejected},
+            **({"values_unparsed_by_column": {str(c): int(n) for c, n in unparsed}} if unparsed else {}),
             **dict(extra_stats or {}),
         }
-        kept_query = (
-            f"SELECT * EXCLUDE (_reject) FROM read_parquet({_lit(str(scratch))}) "
-            "WHERE _reject IS NULL"
-        )
-        stats["rows"] = int(
-            con.execute(f"SELECT count(*) FROM ({kept_query})").fetchone()[0]  # type: ignore[index]
-        )
         if before_commit is not None:
             before_commit()
-        write_parquet_atomic(con, kept_query, out, fingerprint, stats)
+        check_rejections(source or out, stats, max_rejected)
+        write_parquet_atomic(con, kept, out, fingerprint, stats)
     finally:
         scratch.unlink(missing_ok=True)
     return stats
+
+
+def _by_reason(counts: Mapping[str, int]) -> str:
+    return "; ".join(f"{reason}: {n}" for reason, n in counts.items())
+
+
+def check_rejections(source: Path, stats: Mapping[str, Any], max_rejected: float) -> None:
+    """RawInputError when more than `max_rejected` of a table's rows are dropped; it names
+    the file and the count per reason (each reason names its column), never a value."""
+    dropped, total = int(stats["rows_dropped"]), int(stats["rows_dropped"]) + int(stats["rows"])
+    if total and dropped / total > max_rejected:
+        raise RawInputError(
+            f"{source}: {dropped} of {total} rows ({dropped / total:.1%}) would be dropped, more "
+            f"than max_rejected_fraction = {max_rejected:.1%}. By reason: "
+            f"{_by_reason(stats['dropped_by_reason'])}. Values are not shown (they may be "
+            "patient data). Was the file produced by another MIMIC version, or edited? To "
+            "accept the drops, raise max_rejected_fraction in the config of this asset. "
+            "No output was replaced."
+        )
+
+
+def staging_warnings(source: Path | None, stats: Mapping[str, Any]) -> list[str]:
+    """WARNING lines for rows dropped and values that did not parse: counts only."""
+    out = []
+    total = int(stats.get("rows", 0)) + int(stats.get("rows_dropped", 0))
+    if stats.get("rows_dropped"):
+        out.append(
+            f"{source}: {stats['rows_dropped']} of {total} rows dropped. By reason: "
+            f"{_by_reason(stats['dropped_by_reason'])}."
+        )
+    if stats.get("values_unparsed_by_column"):
+        out.append(
+            f"{source}: values present but not parseable, kept as empty (NULL), by column: "
+            f"{_by_reason(stats['values_unparsed_by_column'])}."
+        )
+    return out

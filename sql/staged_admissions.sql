@@ -7,11 +7,12 @@ WITH parsed AS (
         mimic_ts(admittime)                       AS admittime,
         mimic_ts(dischtime)                       AS dischtime,
         mimic_ts(deathtime)                       AS deathtime,   -- empty unless died
-        TRY_CAST(hospital_expire_flag AS TINYINT) AS hospital_expire_flag
+        TRY_CAST(hospital_expire_flag AS TINYINT) AS hospital_expire_flag,
+        deathtime                                 AS raw_deathtime
     FROM raw_admissions
 )
 SELECT
-    *,
+    * EXCLUDE (raw_deathtime),
     CASE
         WHEN subject_id IS NULL THEN 'subject_id not an integer'
         WHEN hadm_id IS NULL THEN 'hadm_id not an integer'
@@ -19,7 +20,6 @@ SELECT
         WHEN dischtime IS NULL THEN 'dischtime unparseable'
         WHEN hospital_expire_flag IS NULL OR hospital_expire_flag NOT IN (0, 1)
             THEN 'hospital_expire_flag not 0/1'
-        WHEN row_number() OVER (PARTITION BY hadm_id ORDER BY admittime) > 1
-            THEN 'duplicate hadm_id'
-    END AS _reject
+    END AS _reject,
+    unparsed('deathtime', raw_deathtime, deathtime) AS _unparsed
 FROM parsed

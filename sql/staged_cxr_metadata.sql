@@ -22,5 +22,6 @@ SELECT
         WHEN subject_id IS NULL THEN 'subject_id not an integer'
         WHEN study_id IS NULL THEN 'study_id not an integer'
         WHEN study_time IS NULL THEN 'StudyDate/StudyTime unparseable'
-    END AS _reject
+    END AS _reject,
+    CAST(NULL AS VARCHAR) AS _unparsed   -- every typed column is required (rejected above)
 FROM parsed

@@ -19,7 +19,6 @@ SELECT
         WHEN intime IS NULL THEN 'intime unparseable'
         WHEN outtime IS NULL THEN 'outtime unparseable'
         WHEN outtime < intime THEN 'outtime before intime'
-        WHEN row_number() OVER (PARTITION BY stay_id ORDER BY intime) > 1
-            THEN 'duplicate stay_id'
-    END AS _reject
+    END AS _reject,
+    CAST(NULL AS VARCHAR) AS _unparsed   -- every typed column is required (rejected above)
 FROM parsed

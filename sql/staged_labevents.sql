@@ -14,15 +14,25 @@ WITH parsed AS (
         mimic_ts(charttime)             AS charttime,
         mimic_ts(storetime)             AS storetime,
         TRY_CAST(valuenum AS DOUBLE)    AS valuenum,
-        valueuom
+        valueuom,
+        labevent_id                     AS raw_labevent_id,
+        hadm_id                         AS raw_hadm_id,
+        storetime                       AS raw_storetime
     FROM raw_labevents
     WHERE TRY_CAST(itemid AS INTEGER) IN (SELECT itemid FROM variables WHERE source = 'lab')
+       OR TRY_CAST(itemid AS INTEGER) IS NULL AND itemid IS NOT NULL   -- counted, not skipped
 )
 SELECT
-    *,
+    * EXCLUDE (raw_labevent_id, raw_hadm_id, raw_storetime),
     CASE
+        WHEN itemid IS NULL THEN 'itemid not an integer'
         WHEN subject_id IS NULL THEN 'subject_id not an integer'
         WHEN charttime IS NULL THEN 'charttime unparseable'
         WHEN valuenum IS NULL OR NOT isfinite(valuenum) THEN 'valuenum empty or not numeric'
-    END AS _reject
+    END AS _reject,
+    nullif(concat_ws(' ',
+        unparsed('labevent_id', raw_labevent_id, labevent_id),
+        unparsed('hadm_id', raw_hadm_id, hadm_id),
+        unparsed('storetime', raw_storetime, storetime)
+    ), '') AS _unparsed
 FROM parsed

@@ -10,14 +10,22 @@ WITH parsed AS (
         TRY_CAST(note_seq AS INTEGER)  AS note_seq,
         mimic_ts(charttime)            AS charttime,
         mimic_ts(storetime)            AS storetime,   -- may be empty
-        text
+        text,
+        hadm_id                        AS raw_hadm_id,
+        note_seq                       AS raw_note_seq,
+        storetime                      AS raw_storetime
     FROM raw_radiology
 )
 SELECT
-    *,
+    * EXCLUDE (raw_hadm_id, raw_note_seq, raw_storetime),
     CASE
         WHEN note_id IS NULL THEN 'note_id empty'
         WHEN subject_id IS NULL THEN 'subject_id not an integer'
         WHEN charttime IS NULL THEN 'charttime unparseable'
-    END AS _reject
+    END AS _reject,
+    nullif(concat_ws(' ',
+        unparsed('hadm_id', raw_hadm_id, hadm_id),
+        unparsed('note_seq', raw_note_seq, note_seq),
+        unparsed('storetime', raw_storetime, storetime)
+    ), '') AS _unparsed
 FROM parsed

@@ -11,8 +11,12 @@ Already covered elsewhere (not repeated here): required file missing and a colum
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 import shutil
+import subprocess
+import traceback
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +26,16 @@ from dagster import materialize
 from assets.sources import mimic_raw
 from plumbing.resources import ProjectResource
 from sql import RawInputError, build_staged
-from tests.cohort_fixtures import INTIME, SETTINGS, H, RawBuilder, build_all
+from tests.cohort_fixtures import (
+    ACCEPT_DROPS,
+    COLUMNS,
+    INTIME,
+    SETTINGS,
+    H,
+    RawBuilder,
+    build_all,
+    write_csv,
+)
 
 CANARY = "CANARY-7f3a9c-PATIENT-TEXT"
 
@@ -32,6 +45,21 @@ def _builder() -> RawBuilder:
     b.subject(10000001)
     b.subject(11000002)
     return b
+
+
+def _chain_text(err: BaseException) -> str:
+    """Everything an exception carries to a log: its traceback text, and every cause and
+    context down the chain (the way Dagster prints and stores it)."""
+    seen, text = set(), "".join(traceback.format_exception(err))
+    todo: list[BaseException | None] = [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        text += f"{e!r} {e} {getattr(e, 'object', b'')!r}\n"
+        todo += [e.__cause__, e.__context__]
+    return text
 
 
 def _failure_message(result) -> str:
@@ -132,7 +160,7 @@ def test_malformed_timestamps_and_text_in_numbers_are_dropped_and_counted(tmp_pa
     b.lab(10000001, 50912, INTIME + H, "n/a")  # text in valuenum
     b.lab(10000001, 50912, INTIME + 2 * H, 1.1)
     raw = b.write(tmp_path / "raw")
-    res = build_all(raw, tmp_path / "data")
+    res = build_all(raw, tmp_path / "data", staging=ACCEPT_DROPS)
     drops = res["staged_icustays"].stats["dropped_by_reason"]
     assert drops == {"intime unparseable": 2, "stay_id not an integer": 1}
     assert res["staged_labevents"].stats["rows_dropped"] == 1
@@ -141,18 +169,137 @@ def test_malformed_timestamps_and_text_in_numbers_are_dropped_and_counted(tmp_pa
     assert sorted(cohort["stay_id"]) == [30000001, 30000002]
 
 
-def test_duplicated_rows_and_stay_ids_are_dropped_and_counted(tmp_path: Path) -> None:
+def test_exact_duplicate_rows_are_dropped_and_counted(tmp_path: Path) -> None:
     b = _builder()
     for table in ("patients", "admissions", "icustays"):
         b.rows[table].append(dict(b.rows[table][0]))  # an exact duplicate row
-    b.rows["icustays"].append({**b.rows["icustays"][1], "hadm_id": 20000001})  # stay_id reused
     raw = b.write(tmp_path / "raw")
-    res = build_all(raw, tmp_path / "data")
+    res = build_all(raw, tmp_path / "data", staging=ACCEPT_DROPS)
     assert res["staged_patients"].stats["dropped_by_reason"] == {"duplicate subject_id": 1}
     assert res["staged_admissions"].stats["dropped_by_reason"] == {"duplicate hadm_id": 1}
-    assert res["staged_icustays"].stats["dropped_by_reason"] == {"duplicate stay_id": 2}
+    assert res["staged_icustays"].stats["dropped_by_reason"] == {"duplicate stay_id": 1}
     cohort = pd.read_parquet(tmp_path / "data" / "cohort.parquet")
-    assert cohort["stay_id"].is_unique and len(cohort) == 2
+    assert sorted(cohort["stay_id"]) == [30000001, 30000002]
+
+
+def _staged_rows(res) -> pd.DataFrame:
+    df = pd.read_parquet(res.path)
+    return df.sort_values(list(df.columns)).reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "change"),
+    [
+        ("icustays", "stay_id", {"hadm_id": 20000001}),
+        ("admissions", "hadm_id", {"dischtime": "2150-01-20 08:00:00"}),
+        ("patients", "subject_id", {"anchor_age": 70}),
+    ],
+)
+def test_conflicting_duplicate_keys_drop_every_copy_whatever_the_row_order(
+    tmp_path: Path, table: str, key: str, change: dict
+) -> None:
+    """The same key with different content: no row order may pick the winner."""
+    staged = []
+    for order in ("as written", "reversed"):
+        b = _builder()
+        b.rows[table].append({**b.rows[table][1], **change})  # key of the second subject
+        if order == "reversed":
+            b.rows[table].reverse()
+        raw = b.write(tmp_path / order / "raw")
+        res = build_all(raw, tmp_path / order / "data", staging=ACCEPT_DROPS)
+        drops = res[f"staged_{table}"].stats["dropped_by_reason"]
+        assert drops == {f"conflicting duplicate {key}": 2}
+        assert any(f"conflicting duplicate {key}: 2" in w for w in res[f"staged_{table}"].warnings)
+        staged.append(_staged_rows(res[f"staged_{table}"]))
+        cohort = pd.read_parquet(tmp_path / order / "data" / "cohort.parquet")
+        assert cohort["stay_id"].tolist() == [30000001]  # the conflicting stay is out
+    pd.testing.assert_frame_equal(staged[0], staged[1])
+
+
+def test_conflicting_duplicate_note_ids_are_dropped_not_listed_twice(tmp_path: Path) -> None:
+    b = _builder()
+    b.note("radiology", "r1", 10000001, "", "RR", INTIME + H)
+    b.note("radiology", "r1", 10000001, "", "RR", INTIME + 2 * H)  # same id, other time
+    b.note("radiology", "r2", 10000001, "", "RR", INTIME + H)
+    b.rows["radiology"].append(dict(b.rows["radiology"][-1]))  # exact copy: one kept
+    raw = b.write(tmp_path / "raw")
+    res = build_all(raw, tmp_path / "data", staging=ACCEPT_DROPS)
+    assert res["staged_radiology"].stats["dropped_by_reason"] == {
+        "conflicting duplicate note_id": 2,
+        "duplicate note_id": 1,
+    }
+    notes = pd.read_parquet(tmp_path / "data" / "cohort_notes.parquet")
+    assert notes["note_id"].tolist() == ["r2"]
+
+
+# ------------------------------------------------------------------ rejection threshold
+
+
+def _many(n: int) -> RawBuilder:
+    b = RawBuilder()
+    for i in range(n):
+        b.subject(10000001 + i)
+    return b
+
+
+def test_rejecting_most_of_a_required_table_fails_and_keeps_the_earlier_cohort(
+    tmp_path: Path,
+) -> None:
+    b = _many(3)
+    raw, data = b.write(tmp_path / "raw"), tmp_path / "data"
+    build_all(raw, data)
+    before = {p.name: p.read_bytes() for p in data.glob("*.parquet")}
+    for row in b.rows["admissions"]:
+        row["admittime"] = f"{CANARY} 01/02/2150"  # every row malformed
+    write_csv(raw / "hosp" / "admissions.csv", COLUMNS["admissions"], b.rows["admissions"])
+    with pytest.raises(RawInputError) as err:
+        build_all(raw, data)
+    msg = str(err.value)
+    assert str(raw / "hosp" / "admissions.csv") in msg
+    assert "3 of 3 rows (100.0%)" in msg and "admittime unparseable: 3" in msg
+    assert "max_rejected_fraction = 1.0%" in msg and "No output was replaced" in msg
+    assert CANARY not in _chain_text(err.value)
+    assert {p.name: p.read_bytes() for p in data.glob("*.parquet")} == before
+
+
+def test_rejecting_a_small_share_warns_with_counts_and_stages_the_rest(tmp_path: Path) -> None:
+    b = _many(101)
+    b.rows["icustays"][-1]["intime"] = CANARY  # 1 of 101 rows: under 1%
+    b.rows["admissions"][0]["deathtime"] = "yesterday"  # present, not a time: kept as NULL
+    b.rows["admissions"][1]["deathtime"] = CANARY
+    b.chart(10000001, 30000001, "2200x45", INTIME + H, 80)  # malformed item id: counted
+    for k in range(150):
+        b.chart(10000001, 30000001, 220045, INTIME + k * H / 10, 80)
+    raw = b.write(tmp_path / "raw")
+    res = build_all(raw, tmp_path / "data")
+    icu = res["staged_icustays"]
+    assert icu.stats["rows"] == 100 and icu.stats["dropped_by_reason"] == {"intime unparseable": 1}
+    assert icu.warnings == [f"{raw}/icu/icustays.csv: 1 of 101 rows dropped. By reason: intime unparseable: 1."]
+    adm = res["staged_admissions"]
+    assert adm.stats["rows"] == 101 and adm.stats["values_unparsed_by_column"] == {"deathtime": 2}
+    assert adm.warnings == [
+        f"{raw}/hosp/admissions.csv: values present but not parseable, kept as empty (NULL), "
+        "by column: deathtime: 2."
+    ]
+    chart = res["staged_chartevents"].stats
+    assert chart["rows"] == 150 and chart["dropped_by_reason"] == {"itemid not an integer": 1}
+    assert not any(CANARY in w for r in res.values() for w in r.warnings)
+
+
+def test_the_threshold_is_a_setting(tmp_path: Path) -> None:
+    from sql import StagingParams
+
+    b = _many(4)
+    b.rows["icustays"][0]["intime"] = "garbage"  # 25% of the rows
+    raw = b.write(tmp_path / "raw")
+    with pytest.raises(RawInputError, match="25.0%"):
+        build_staged("icustays", raw, tmp_path / "data", SETTINGS)
+    res = build_staged(
+        "icustays", raw, tmp_path / "data", SETTINGS, params=StagingParams(0.25)
+    )
+    assert res.stats["rows"] == 3
+    with pytest.raises(RawInputError, match="25.0%"):  # a reused output is held to it too
+        build_staged("icustays", raw, tmp_path / "data", SETTINGS, params=StagingParams(0.2))
 
 
 # ------------------------------------------------------------------ notes
@@ -170,22 +317,105 @@ def _with_note_text(tmp_path: Path, text: bytes, rows_before: int = 0) -> Path:
     return raw
 
 
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "csv.gz"])
 @pytest.mark.parametrize("rows_before", [0, 400], ids=["near-header", "deep-in-file"])
-def test_invalid_utf8_in_a_note_is_clear_and_leaks_no_text(
-    tmp_path: Path, rows_before: int
+def test_invalid_utf8_in_a_note_names_the_encoding_and_where_and_leaks_no_text(
+    tmp_path: Path, rows_before: int, gz: bool
 ) -> None:
     raw = _with_note_text(tmp_path, CANARY.encode() + b" \xff\xfe broken", rows_before)
+    path = raw / "note" / "radiology.csv"
+    data = path.read_bytes()
+    offset = data.index(b"\xff")
+    line = data[:offset].count(b"\n") + 1
+    if gz:
+        path.unlink()
+        path = path.with_suffix(".csv.gz")
+        path.write_bytes(gzip.compress(data))
+    with pytest.raises(RawInputError) as err:
+        build_staged("radiology", raw, tmp_path / "data", SETTINGS)
+    msg = str(err.value)
+    assert f"{path}: not valid UTF-8 at line {line}, byte offset {offset}" in msg
+    assert "gzip -t" not in msg and "corrupt" not in msg and "iconv" in msg
+    assert CANARY not in _chain_text(err.value)
+    assert err.value.__cause__ is None and err.value.__context__ is None
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "csv.gz"])
+def test_a_byte_order_mark_before_the_header_is_accepted(tmp_path: Path, gz: bool) -> None:
+    b = _builder()
+    plain = build_staged("patients", b.write(tmp_path / "plain"), tmp_path / "d1", SETTINGS)
+    raw = b.write(tmp_path / "bom", gz=("patients",) if gz else ())
+    path = raw / "hosp" / ("patients.csv.gz" if gz else "patients.csv")
+    text = (gzip.decompress if gz else bytes)(path.read_bytes())
+    bom = b"\xef\xbb\xbf" + text
+    path.write_bytes(gzip.compress(bom) if gz else bom)
+    res = build_staged("patients", raw, tmp_path / "d2", SETTINGS)
+    pd.testing.assert_frame_equal(pd.read_parquet(res.path), pd.read_parquet(plain.path))
+
+
+def test_library_errors_become_ours_with_nothing_of_the_row_in_the_chain(tmp_path: Path) -> None:
+    """The class, not one example: whatever the reader (DuckDB, or pyarrow on a faster read
+    path) says about a row, the error leaving sql/ is built from a category and numbers."""
+    import duckdb
+    import pyarrow as pa
+
+    from sql.errors import guarded
+
+    path = tmp_path / "radiology.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    quoted = [
+        pa.ArrowInvalid(f"CSV parse error: Expected 8 columns, got 9: r1,{CANARY},x"),
+        duckdb.InvalidInputException(f"CSV Error on Line: 7\nOriginal Line: {CANARY}\nValue with unterminated quote found."),
+        duckdb.ConversionException(f"Could not convert string '{CANARY}' to INT64"),
+        UnicodeDecodeError("utf-8", CANARY.encode() + b"\xff", len(CANARY), len(CANARY) + 1, "invalid start byte"),
+    ]  # fmt: skip
+    expected = ["different number of fields", "quoted field near line 7", "ConversionException", "not valid UTF-8"]
+    for error, words in zip(quoted, expected, strict=True):
+
+        def fail(error: BaseException = error) -> None:
+            raise error
+
+        for kwargs in ({"source": path}, {"what": "cohort"}):
+            with pytest.raises(Exception) as err:
+                guarded(fail, **kwargs)  # type: ignore[arg-type]
+            assert CANARY not in _chain_text(err.value), (error, kwargs)
+            assert err.value.__cause__ is None and err.value.__context__ is None
+        with pytest.raises(RawInputError, match=words):
+            guarded(fail, source=path)
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """`folder` read-only for this process: by its mode, or, as root (whom modes do not
+    bind), by a read-only bind mount over it (skipped where mounting is not allowed)."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    mount = ["mount", "--bind", str(folder), str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("root without the right to mount: cannot make a folder read-only")
     try:
-        res = build_staged("radiology", raw, tmp_path / "data", SETTINGS)
-    except RawInputError as err:
-        msg = str(err)
-        assert "radiology.csv" in msg and CANARY not in msg
-        assert "UTF-8" in msg or "utf-8" in msg
-        assert "download it again" in msg or "PhysioNet" in msg
-    else:  # accepted: staged with the row kept or dropped and counted
-        staged = pd.read_parquet(res.path)
-        assert res.stats["rows"] + res.stats["rows_dropped"] == rows_before + 1
-        assert len(staged) == res.stats["rows"]
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_read_only_data_folder_says_the_folder_cannot_be_written(tmp_path: Path) -> None:
+    raw, data = _builder().write(tmp_path / "raw"), tmp_path / "data"
+    settings = {**SETTINGS, "temp_directory": str(tmp_path / "spill")}
+    good = build_staged("patients", raw, data, settings)
+    before = good.path.read_bytes()
+    with _read_only(data), pytest.raises(OSError) as err:
+        build_staged("patients", raw, data, settings, force=True)
+    msg = str(err.value)
+    assert f"Cannot write {data}" in msg and "read-only" in msg, msg
+    assert "corrupt" not in msg and "download" not in msg
+    assert good.path.read_bytes() == before
 
 
 def test_megabytes_of_note_text_stage_in_full(tmp_path: Path) -> None:
