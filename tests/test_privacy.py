@@ -158,13 +158,6 @@ def _not_private(roots: list[Path]) -> list[str]:
     ]
 
 
-_SQLX_CHAIN = (
-    "engineer sqlx (sql/): DuckDB's error, chained as the cause of the project's, quotes the "
-    "note ('Original Line:'); when the chain is clean, delete this mark."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=_SQLX_CHAIN)
 def test_encoding_damage_leaves_no_note_text_in_dagster_storage_or_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
