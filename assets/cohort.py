@@ -11,15 +11,14 @@ from dagster import (
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetsDefinition,
-    Config,
     DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
     asset_check,
 )
-from pydantic import Field
 
+from plumbing.dagster_config import About, config_from, config_of, launch_checked
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
 from plumbing.reuse import parquet_stats
@@ -41,20 +40,22 @@ from sql import (
 AVAILABILITY_MIN = {"has_ehr": 0.5, "has_notes": 0.05, "has_cxr": 0.02}
 
 
-class CohortConfig(Config):
-    """Cohort definition parameters (cohort spec defaults)."""
-
-    observation_window_hours: float = Field(
-        default=48.0,
-        description="W: prediction time t0 = intime + W; stays shorter than W are out.",
-    )
-    long_stay_days: float = Field(
-        default=7.0, description="long_los = 1 when the ICU stay is strictly longer than this."
-    )
-    readmission_days: float = Field(
-        default=30.0,
-        description="readmission = 1 when another admission starts within this after discharge.",
-    )
+CohortConfig = config_from(
+    "CohortConfig",
+    "Cohort definition parameters (cohort spec defaults: sql.build.CohortParams).",
+    [CohortParams],
+    {
+        "observation_window_hours": About(
+            "W: prediction time t0 = intime + W; stays shorter than W are out.", gt=0
+        ),
+        "long_stay_days": About(
+            "long_los = 1 when the ICU stay is strictly longer than this.", gt=0
+        ),
+        "readmission_days": About(
+            "readmission = 1 when another admission starts within this after discharge.", gt=0
+        ),
+    },
+)
 
 
 def _common(result: BuildResult) -> dict[str, Any]:
@@ -132,6 +133,7 @@ def cohort_asset(tasks: Sequence[Task] = TASKS) -> AssetsDefinition:
         kinds={"duckdb", "parquet"},
         pool=DUCKDB_POOL,
         code_version=code_version("cohort", tasks),
+        config_schema=launch_checked(CohortConfig),
         description=(
             f"One row per ICU stay of the cohort (docs/cohort-spec.md): labels {names} "
             "(nullable Int8, one per registered task, sql/tasks/<task>.sql), subject-level "
@@ -140,17 +142,10 @@ def cohort_asset(tasks: Sequence[Task] = TASKS) -> AssetsDefinition:
         ),
     )
     def _cohort(
-        context: AssetExecutionContext,
-        config: CohortConfig,
-        project: ProjectResource,
-        duckdb: DuckDBSettings,
+        context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
     ) -> MaterializeResult:
         paths = project.paths()
-        params = CohortParams(
-            observation_window_hours=config.observation_window_hours,
-            long_stay_days=config.long_stay_days,
-            readmission_days=config.readmission_days,
-        )
+        params = config_of(context, CohortConfig).to(CohortParams)
         settings = duckdb.settings(paths.data_dir)
         result = build_cohort(paths.raw_root, paths.data_dir, settings, params, tasks=tasks)
         for module in result.stats.get("modules_absent", []):

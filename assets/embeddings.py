@@ -25,6 +25,7 @@ from moe.ehr_vectors import build_ehr_vectors
 from moe.embedding_cache import EmbeddingCache
 from moe.text_encoder import ProgressFn, TextEncoder
 from plumbing.atomic import write_json_atomic, write_parquet_atomic
+from plumbing.dagster_config import config_of, launch_checked
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
 from plumbing.reuse import parquet_stats
@@ -49,14 +50,15 @@ class NoteEmbeddingsConfig(dg.Config):
         "sentence-transformers model folder (e.g. a clinical PubMedBERT model). Never downloaded.",
     )
     device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda, cuda:N")
-    batch_size: int = Field(default=64, description="Chunks per forward pass.")
-    chunk_tokens: int = Field(default=0, description="Tokens per chunk; 0 = model limit - 2.")
-    chunk_overlap: int = Field(default=32, description="Overlap between chunks, in tokens.")
+    batch_size: int = Field(default=64, ge=1, description="Chunks per forward pass.")
+    chunk_tokens: int = Field(default=0, ge=0, description="Tokens per chunk; 0 = model limit - 2.")
+    chunk_overlap: int = Field(default=32, ge=0, description="Overlap between chunks, in tokens.")
     recency_half_life_hours: float = Field(
         default=720.0,
+        gt=0,
         description="Stay vector = mean of note vectors weighted by 0.5**(hours before t0 / this).",
     )
-    log_every: int = Field(default=10, description="Log progress every N blocks/batches.")
+    log_every: int = Field(default=10, ge=1, description="Log progress every N blocks/batches.")
 
 
 class CxrEmbeddingsConfig(dg.Config):
@@ -68,15 +70,16 @@ class CxrEmbeddingsConfig(dg.Config):
     allow_random_weights: bool = Field(
         default=False, description="Allow cxr_weights='random' on real (non-demo) data."
     )
-    seed: int = Field(default=0, description="Seed of the random init.")
+    seed: int = Field(default=0, ge=0, description="Seed of the random init.")
     device: str = Field(default="auto", description="auto (cuda if available), cpu, cuda")
-    batch_size: int = Field(default=16, description="Images per forward pass.")
+    batch_size: int = Field(default=16, ge=1, description="Images per forward pass.")
     num_workers: int = Field(
         default=-1,
+        ge=-1,
         description="DataLoader decode workers; -1: auto (none on a 2-core CPU, where the "
         "forward pass already uses every core; up to 4 beside a GPU).",
     )
-    log_every: int = Field(default=20, description="Log progress every N batches.")
+    log_every: int = Field(default=20, ge=1, description="Log progress every N batches.")
 
 
 # Helpers: inputs with a clear error, encoders from config, progress to the run log.
@@ -152,6 +155,7 @@ def _cxr_setup(
 
 # Notes
 @dg.asset(
+    config_schema=launch_checked(NoteEmbeddingsConfig),
     deps=_NOTE_DEPS,
     group_name="embeddings",
     kinds={"torch", "parquet"},
@@ -161,8 +165,9 @@ def _cxr_setup(
     "are never embedded twice. Writes note_embeddings.parquet (stay_id, n_notes, vector).",
 )
 def note_embeddings(
-    context: dg.AssetExecutionContext, config: NoteEmbeddingsConfig, project: ProjectResource
+    context: dg.AssetExecutionContext, project: ProjectResource
 ) -> dg.MaterializeResult:
+    config = config_of(context, NoteEmbeddingsConfig)
     paths = project.paths()
     t_start = time.perf_counter()
     encoder, cache, staged, notes, dropped = _notes_setup(config, paths)
@@ -196,6 +201,7 @@ def note_embeddings(
 
 
 @dg.asset(
+    config_schema=launch_checked(NoteEmbeddingsConfig),
     deps=_NOTE_DEPS,
     group_name="scale_out",
     kinds={"torch", "parquet"},
@@ -204,8 +210,9 @@ def note_embeddings(
     "across processes/machines). note_embeddings then finds these notes cached.",
 )
 def note_embedding_cache(
-    context: dg.AssetExecutionContext, config: NoteEmbeddingsConfig, project: ProjectResource
+    context: dg.AssetExecutionContext, project: ProjectResource
 ) -> dg.MaterializeResult:
+    config = config_of(context, NoteEmbeddingsConfig)
     shard = context.partition_key
     encoder, cache, staged, notes, _ = _notes_setup(config, project.paths())
     progress = _progress(context, "notes bucket", config.log_every)(shard)
@@ -233,6 +240,7 @@ def _warn_decode_failures(
 
 
 @dg.asset(
+    config_schema=launch_checked(CxrEmbeddingsConfig),
     deps=_CXR_DEPS,
     group_name="embeddings",
     kinds={"torch", "parquet"},
@@ -243,8 +251,9 @@ def _warn_decode_failures(
     "(stay_id, dicom_id, ok, vector).",
 )
 def cxr_embeddings(
-    context: dg.AssetExecutionContext, config: CxrEmbeddingsConfig, project: ProjectResource
+    context: dg.AssetExecutionContext, project: ProjectResource
 ) -> dg.MaterializeResult:
+    config = config_of(context, CxrEmbeddingsConfig)
     paths = project.paths()
     t_start = time.perf_counter()
     encoder, cache, root, images, dropped = _cxr_setup(config, paths)
@@ -275,6 +284,7 @@ def cxr_embeddings(
 
 
 @dg.asset(
+    config_schema=launch_checked(CxrEmbeddingsConfig),
     deps=_CXR_DEPS,
     group_name="scale_out",
     kinds={"torch", "parquet"},
@@ -283,8 +293,9 @@ def cxr_embeddings(
     "processes/machines). cxr_embeddings then finds these images cached.",
 )
 def cxr_embedding_cache(
-    context: dg.AssetExecutionContext, config: CxrEmbeddingsConfig, project: ProjectResource
+    context: dg.AssetExecutionContext, project: ProjectResource
 ) -> dg.MaterializeResult:
+    config = config_of(context, CxrEmbeddingsConfig)
     shard = context.partition_key
     encoder, cache, root, images, _ = _cxr_setup(config, project.paths())
     progress = _progress(context, "cxr", config.log_every)(shard)

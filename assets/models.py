@@ -13,20 +13,22 @@ import base64
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
-    Config,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 from pydantic import Field
 
+from moe.config import ModelConfig, TrainConfig
 from plumbing import reuse
+from plumbing.dagster_config import About, GeneratedConfig, config_from, config_of, launch_checked
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
 from plumbing.tasks import TASKS, Task
@@ -36,51 +38,77 @@ MOE_OUTPUTS = ("model.pt", "config.json", "metrics.json", "predictions.parquet")
 BASELINE_OUTPUTS = ("metrics.json", "predictions.parquet")
 
 
-class MoETrainConfig(Config):
-    """Hyper-parameters of `moe.MoEConfig` shown in the launchpad (defaults match it)."""
-
-    width: int = Field(default=128, description="Shared token width of the modality encoders.")
-    expert_hidden: int = Field(default=128, description="Hidden width of each expert MLP.")
-    experts_per_subset: int = Field(default=1, description="Experts per modality subset (7 subsets).")
-    top_k: int = Field(default=2, description="Experts chosen per stay among the eligible ones.")
-    shared_expert: bool = Field(default=True, description="Add an always-on expert over all tokens.")
-    proj_dim: int = Field(
-        default=64,
-        description="Project inputs wider than this onto their top train principal components "
-        "(0: off). Applied to the neural baselines too.",
-    )
-    dropout: float = Field(default=0.1, description="Dropout inside encoders and experts.")
-    availability_masking: bool = Field(default=True, description="Mask experts needing absent modalities.")
-    modality_dropout: float = Field(default=0.25, description="P(hide an available modality) in training.")
-    single_expert: bool = Field(default=False, description="Ablation: one expert, no mixture.")
-    lr: float = Field(default=1e-3, description="AdamW learning rate.")
-    weight_decay: float = Field(default=1e-4, description="AdamW weight decay.")
-    batch_size: int = Field(default=512, description="Mini-batch size.")
-    max_epochs: int = Field(default=40, description="Epoch cap.")
-    patience: int = Field(default=8, description="Early stopping patience (epochs, val AUPRC).")
-    balance_weight: float = Field(default=0.01, description="Load-balancing loss weight.")
-    ensemble: int = Field(
-        default=3, description="Independently seeded MoEs averaged (mean logit); 1: a single MoE."
-    )
-    ema: float = Field(default=0.0, description="Weight averaging decay (0: off).")
-    seed: int = Field(default=0, description="Seed for init, batches and dropout.")
-    device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu', 'cuda'.")
-    threads: int = Field(default=0, description="torch CPU threads while fitting (0: torch default).")
-    n_boot: int = Field(default=1000, description="Bootstrap resamples for the test intervals.")
-    force: bool = Field(
-        default=False,
-        description="Refit even when the dataset, these settings and the moe/ code are those "
-        "of the outputs on disk (which are otherwise reused).",
-    )
-
-    def moe_config(self) -> dict[str, Any]:
-        d = self.model_dump()
-        d.pop("n_boot")
-        d.pop("force")
-        return d
+def _top_k_fits(c: GeneratedConfig) -> str | None:
+    routed = len(ModelConfig().subsets) * c.experts_per_subset
+    if c.top_k > routed:
+        return f"top_k ({c.top_k}) is more than the {routed} routed experts (7 subsets x experts_per_subset)"
+    return None
 
 
-class BaselinesConfig(MoETrainConfig):
+# The launchpad's settings of `moe.fit`: every field of ModelConfig and TrainConfig (names,
+# types and defaults from there), with a description and bounds each.
+MoETrainConfig = config_from(
+    "MoETrainConfig",
+    "Settings of `moe.fit` (moe.model.ModelConfig + moe.train.TrainConfig defaults).",
+    [ModelConfig, TrainConfig],
+    {
+        # architecture (ModelConfig)
+        "width": About("Shared token width of the modality encoders.", ge=1),
+        "expert_hidden": About("Hidden width of each expert MLP.", ge=1),
+        "experts_per_subset": About("Experts per modality subset (7 subsets).", ge=1),
+        "top_k": About("Experts chosen per stay among the eligible ones (<= routed experts).", ge=1),
+        "dropout": About("Dropout inside encoders and experts.", ge=0, lt=1),
+        "input_dropout": About("Dropout on the standardised input vectors.", ge=0, lt=1),
+        "encoder_layers": About("1: Linear -> GELU; 2: Linear -> GELU -> Linear.", ge=1, le=2),
+        "proj_dim": About(
+            "Project inputs wider than this onto their top train principal components "
+            "(0: off). Applied to the neural baselines too.",
+            ge=0,
+        ),
+        "availability_masking": About("Mask experts needing absent modalities."),
+        "single_expert": About("Ablation: one expert, no mixture."),
+        "shared_expert": About("Add an always-on expert over all tokens."),
+        # training (TrainConfig)
+        "modality_dropout": About("P(hide an available modality) in training.", ge=0, lt=1),
+        "lr": About("AdamW learning rate.", gt=0),
+        "weight_decay": About("AdamW weight decay.", ge=0),
+        "batch_size": About("Mini-batch size.", ge=1),
+        "max_epochs": About("Epoch cap.", ge=1),
+        "patience": About("Early stopping patience (epochs, val AUPRC).", ge=1),
+        "balance_weight": About("Load-balancing loss weight.", ge=0),
+        "ema": About("Weight averaging decay (0: off).", ge=0, lt=1),
+        "ensemble": About("Independently seeded MoEs averaged (mean logit); 1: a single MoE.", ge=1),
+        "class_weight": About("'balanced' (pos_weight = n_neg / n_pos) or 'none'."),
+        "prior_correction": About("Subtract log(pos_weight) from the logits at inference."),
+        "seed": About("Seed for init, batches and dropout.", ge=0),
+        "device": About("'auto' (CUDA when present), 'cpu', 'cuda'."),
+        "threads": About("torch CPU threads while fitting (0: torch default).", ge=0),
+    },
+    exclude=("subsets",),  # a tuple of modality tuples: set it in Python (moe.fit), not here
+    extra={
+        "n_boot": (int, Field(default=1000, ge=1, description="Bootstrap resamples for the test intervals.")),
+        "force": (
+            bool,
+            Field(
+                default=False,
+                description="Refit even when the dataset, these settings and the moe/ code are "
+                "those of the outputs on disk (which are otherwise reused).",
+            ),
+        ),
+    },
+    check=_top_k_fits,
+)
+FIT_FIELDS = frozenset(f.name for c in (ModelConfig, TrainConfig) for f in fields(c)) - {"subsets"}
+
+
+def moe_config(config: GeneratedConfig) -> dict[str, Any]:
+    """The settings `moe.fit` takes (the launchpad-only fields left out)."""
+    return {k: v for k, v in config.model_dump().items() if k in FIT_FIELDS}
+
+
+class BaselinesConfig(MoETrainConfig):  # type: ignore[misc, valid-type]
+    """The MoE's settings (shared by the neural baselines and ablations), and which to fit."""
+
     kinds: list[str] = Field(
         default=["ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm",
                  "fusemoe", "flex_moe", "medfuse"],
@@ -91,12 +119,6 @@ class BaselinesConfig(MoETrainConfig):
         default=["moe_no_masking", "moe_no_dropout", "moe_single_expert", "moe_no_ensemble"],
         description="MoE ablations to fit (same layout as the baselines).",
     )
-
-    def moe_config(self) -> dict[str, Any]:
-        d = super().moe_config()
-        d.pop("kinds")
-        d.pop("ablations")
-        return d
 
 
 def read_dataset(project: ProjectResource, asset_name: str):
@@ -139,18 +161,18 @@ def _moe_asset(task: str) -> AssetsDefinition:
         group_name="models",
         kinds={"pytorch"},
         pool=TORCH_POOL,
+        config_schema=launch_checked(MoETrainConfig),
         description=(
             f"Availability-aware mixture-of-experts for `{task}`: trained on split=train, "
             f"early-stopped on val, evaluated on test. Writes $MOE_DATA_DIR/models/{task}/."
         ),
     )
-    def _moe(
-        context: AssetExecutionContext, config: MoETrainConfig, project: ProjectResource
-    ) -> MaterializeResult:
+    def _moe(context: AssetExecutionContext, project: ProjectResource) -> MaterializeResult:
+        config = config_of(context, MoETrainConfig)
         out = project.paths().data_dir / "models" / task
         key = reuse.fit_key(
             [project.paths().table(UPSTREAM)],
-            {"asset": "moe", "task": task, "config": config.moe_config(), "n_boot": config.n_boot},
+            {"asset": "moe", "task": task, "config": moe_config(config), "n_boot": config.n_boot},
         )
         saved = None if config.force else reuse.reusable(out, key, MOE_OUTPUTS)
         if saved is not None:
@@ -161,7 +183,7 @@ def _moe_asset(task: str) -> AssetsDefinition:
 
         table = read_dataset(project, name)
         reuse.invalidate(out)
-        model = moe.fit(table, task, config.moe_config())
+        model = moe.fit(table, task, moe_config(config))
         pred, met = write_outputs(out, model, table, task, n_boot=config.n_boot)
         test = pred[pred.split == "test"]
         meta: dict[str, Any] = {
@@ -201,15 +223,15 @@ def _baselines_asset(task: str) -> AssetsDefinition:
         group_name="models",
         kinds={"pytorch", "scikitlearn"},
         pool=TORCH_POOL,
+        config_schema=launch_checked(BaselinesConfig),
         description=(
             f"Baselines for `{task}` on the MoE's splits and vectors (unimodal, early and late "
             f"fusion, gradient boosting) and the MoE ablations. Writes "
             f"$MOE_DATA_DIR/models/{task}/baselines/<kind>/."
         ),
     )
-    def _baselines(
-        context: AssetExecutionContext, config: BaselinesConfig, project: ProjectResource
-    ) -> MaterializeResult:
+    def _baselines(context: AssetExecutionContext, project: ProjectResource) -> MaterializeResult:
+        config = config_of(context, BaselinesConfig)
         root = project.paths().data_dir / "models" / task / "baselines"
         rows = ["| model | test AUROC | test AUPRC |", "|---|---:|---:|"]
         summary: dict[str, Any] = {}
@@ -220,7 +242,7 @@ def _baselines_asset(task: str) -> AssetsDefinition:
             key = reuse.fit_key(
                 [project.paths().table(UPSTREAM)],
                 {"asset": "baseline", "task": task, "kind": kind,
-                 "config": config.moe_config(), "n_boot": config.n_boot},
+                 "config": moe_config(config), "n_boot": config.n_boot},
             )
             if not config.force and reuse.reusable(out, key, BASELINE_OUTPUTS) is not None:
                 met = json.loads((out / "metrics.json").read_text())
@@ -234,9 +256,9 @@ def _baselines_asset(task: str) -> AssetsDefinition:
                     table = read_dataset(project, name)
                 reuse.invalidate(out)
                 if kind.startswith("moe_"):
-                    model: Any = fit_ablation(table, task, kind, config.moe_config())
+                    model: Any = fit_ablation(table, task, kind, moe_config(config))
                 else:
-                    model = moe.fit_baseline(table, task, kind, config.moe_config())
+                    model = moe.fit_baseline(table, task, kind, moe_config(config))
                 _, met = write_outputs(out, model, table, task, n_boot=config.n_boot)
                 reuse.record(out, key)
             if "test" in met:

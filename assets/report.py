@@ -7,7 +7,7 @@ metadata as Markdown. Metadata holds metrics, counts and plots only.
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from dagster import (
     AssetExecutionContext,
@@ -22,6 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from plumbing import reuse
+from plumbing.dagster_config import config_of, launch_checked
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
 from plumbing.settings import materialize_first
@@ -31,8 +32,12 @@ KEY_FIGURES = ("robustness", "gates", "roc")
 
 
 class ReportConfig(Config):
-    n_boot: int = Field(default=1000, description="Bootstrap resamples for intervals and paired tests.")
-    fractions: list[float] = Field(
+    """Report settings."""
+
+    n_boot: int = Field(
+        default=1000, ge=1, description="Bootstrap resamples for intervals and paired tests."
+    )
+    fractions: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default=[0.0, 0.25, 0.5, 0.75, 1.0],
         description="Shares of the test stays with a modality that get it removed (robustness).",
     )
@@ -42,7 +47,9 @@ class ReportConfig(Config):
         "the baselines asset stores predictions, not the fitted baseline.",
     )
     device: str = Field(default="cpu", description="Device for loading/refitting models.")
-    figure_px: int = Field(default=360, description="Longest side of figures embedded in metadata.")
+    figure_px: int = Field(
+        default=360, ge=16, description="Longest side of figures embedded in metadata."
+    )
     force: bool = Field(
         default=False,
         description="Rebuild even when the models' outputs, the dataset, these settings and the "
@@ -88,6 +95,7 @@ def report_asset(tasks: Sequence[Task] = TASKS) -> AssetsDefinition:
             AssetKey("multimodal_dataset"),
         ],
         group_name="report",
+        config_schema=launch_checked(ReportConfig),
         kinds={"matplotlib", "markdown"},
         pool=TORCH_POOL,
         description=(
@@ -98,9 +106,8 @@ def report_asset(tasks: Sequence[Task] = TASKS) -> AssetsDefinition:
             "the oracle (truth) row. Writes $MOE_DATA_DIR/reports/report.md + PNGs."
         ),
     )
-    def _report(
-        context: AssetExecutionContext, config: ReportConfig, project: ProjectResource
-    ) -> MaterializeResult:
+    def _report(context: AssetExecutionContext, project: ProjectResource) -> MaterializeResult:
+        config = config_of(context, ReportConfig)
         paths = project.paths()
         require_table(paths, "multimodal_dataset", "moe_report")
         truth = paths.truth_path if paths.is_demo else None

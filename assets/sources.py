@@ -16,6 +16,7 @@ from dagster import (
 from pydantic import Field
 
 from plumbing.atomic import temp_path
+from plumbing.dagster_config import config_of, launch_checked
 from plumbing.raw_layout import check_layout, fingerprint
 from plumbing.resources import ProjectResource
 
@@ -23,15 +24,19 @@ DEMO_MARKER = ".moe_demo.json"
 
 
 class RawConfig(Config):
+    """Demo data settings (ignored with MOE_MIMIC_ROOT)."""
+
     demo_stays: int = Field(
         default=int(os.environ.get("MOE_DEMO_STAYS", "3000")),
+        ge=1,
         description="Demo profile only: ICU stays to generate (ignored with MOE_MIMIC_ROOT).",
     )
-    demo_seed: int = Field(default=0, description="Demo profile only: generator seed.")
+    demo_seed: int = Field(default=0, ge=0, description="Demo profile only: generator seed.")
 
 
 @asset(
     group_name="sources",
+    config_schema=launch_checked(RawConfig),
     kinds={"csv"},
     description=(
         "Raw MIMIC-IV / MIMIC-IV-Note / MIMIC-CXR-JPG files. With MOE_MIMIC_ROOT set, checks "
@@ -39,9 +44,8 @@ class RawConfig(Config):
         "into $MOE_DATA_DIR/demo/raw (ground truth kept apart, in demo/truth.parquet)."
     ),
 )
-def mimic_raw(
-    context: AssetExecutionContext, config: RawConfig, project: ProjectResource
-) -> MaterializeResult:
+def mimic_raw(context: AssetExecutionContext, project: ProjectResource) -> MaterializeResult:
+    config = config_of(context, RawConfig)
     paths = project.paths()
     generated = False
     if paths.is_demo:

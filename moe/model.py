@@ -23,60 +23,16 @@ stopping) live in `moe/train.py`. Settings: the architecture here (`ModelConfig`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from itertools import combinations
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from moe.config import ALL_SUBSETS, MODEL_FIELDS, ModelConfig
 from moe.data import MODALITIES, SHORT
 
-ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
-    s for r in range(1, len(MODALITIES) + 1) for s in combinations(MODALITIES, r)
-)
+__all__ = ["ALL_SUBSETS", "MODEL_FIELDS", "ModelConfig"]  # defined in moe.config (torch-free)
 
-
-@dataclass
-class ModelConfig:
-    """The MoE's architecture (and its ablation switches). Training settings are
-    `moe.train.TrainConfig`; `moe.train.MoEConfig` holds both and is what `moe.fit` takes."""
-
-    width: int = 128  # shared token width W
-    expert_hidden: int = 128
-    subsets: tuple[tuple[str, ...], ...] = ALL_SUBSETS  # modality subsets that get experts
-    experts_per_subset: int = 1
-    top_k: int = 2  # routed experts per stay (among the eligible), plus the shared expert
-    dropout: float = 0.1
-    input_dropout: float = 0.0  # dropout on the standardised input vectors
-    encoder_layers: int = 1  # 1: Linear -> GELU; 2: Linear -> GELU -> Linear
-    proj_dim: int = 64  # >0: inputs wider than this go through a fixed train-PCA projection
-    # ablation switches
-    availability_masking: bool = True
-    single_expert: bool = False  # one expert over all modalities, no mixture
-    shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
-
-    def __post_init__(self) -> None:
-        self.subsets = tuple(tuple(s) for s in self.subsets)
-        for s in self.subsets:
-            bad = set(s) - set(MODALITIES)
-            if bad or not s:
-                raise ValueError(f"expert subset {s!r} must be a non-empty subset of {MODALITIES}")
-        if self.top_k < 1:
-            raise ValueError("top_k must be >= 1")
-
-    def expert_subsets(self) -> list[tuple[str, ...]]:
-        if self.single_expert:
-            return [tuple(MODALITIES)]
-        return [s for s in self.subsets for _ in range(self.experts_per_subset)]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["subsets"] = [list(s) for s in self.subsets]
-        return d
-
-
-MODEL_FIELDS: frozenset[str] = frozenset(f.name for f in fields(ModelConfig))
 
 
 def expert_names(subsets: list[tuple[str, ...]]) -> list[str]:

@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,44 +27,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from moe.config import TRAIN_FIELDS, TrainConfig
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
 from moe.model import MODEL_FIELDS, ModelConfig, MoE, MoEEnsemble, is_projected
-
-
-@dataclass
-class TrainConfig:
-    """How the MoE (and the neural baselines and peers, which share the loop) are trained:
-    optimisation, regularisation by modality dropout, early stopping, the seed ensemble,
-    class weighting and prior correction, and where it runs (`device`, `threads`)."""
-
-    modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 512
-    max_epochs: int = 40
-    patience: int = 8
-    balance_weight: float = 0.01
-    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
-    ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
-    class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
-    prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
-    seed: int = 0
-    # where it runs
-    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
-    threads: int = 0  # torch CPU threads while fitting; 0 leaves torch's setting
-
-    def __post_init__(self) -> None:
-        if self.ensemble < 1:
-            raise ValueError("ensemble must be >= 1")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError("ema must be in [0, 1)")
-        if self.class_weight not in ("balanced", "none"):
-            raise ValueError("class_weight must be 'balanced' or 'none'")
-
-
-TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))
 
 
 class MoEConfig:

@@ -49,7 +49,7 @@ class DuckDBSettings(ConfigurableResource):
     and this resource only carries the settings each of them gets."""
 
     memory_limit: str = Field(default="4GB", description="DuckDB memory_limit; spills beyond it.")
-    threads: int = Field(default=0, description="DuckDB threads; 0 means all cores.")
+    threads: int = Field(default=0, ge=0, description="DuckDB threads; 0 means all cores.")
     temp_directory: str = Field(
         default="", description="Spill folder; empty means $MOE_DATA_DIR/.duckdb_tmp."
     )

@@ -105,10 +105,10 @@ def test_model_asset_writes_its_folder(toy, tmp_path):
 
 def test_launchpad_defaults_match_the_model_config():
     """The Dagster `Config` of the model assets must not drift from `moe.MoEConfig`."""
-    from assets.models import MoETrainConfig
+    from assets.models import MoETrainConfig, moe_config
     from moe.train import MoEConfig
 
-    launchpad = MoETrainConfig().moe_config()
+    launchpad = moe_config(MoETrainConfig())
     library = MoEConfig()
     for name, value in launchpad.items():
         assert getattr(library, name) == value, name

@@ -1,0 +1,95 @@
+"""The MoE's settings as plain dataclasses, without torch (importing this module is cheap:
+the Dagster launchpad's config classes are generated from these at definition load).
+
+`ModelConfig` is the architecture (`moe/model.py` builds it), `TrainConfig` the training
+(`moe/train.py` runs it); `moe.train.MoEConfig` holds both, flat, as `moe.fit` takes them.
+Both modules re-export their class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from itertools import combinations
+from typing import Any
+
+from moe.data import MODALITIES
+
+ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
+    s for r in range(1, len(MODALITIES) + 1) for s in combinations(MODALITIES, r)
+)
+
+
+@dataclass
+class ModelConfig:
+    """The MoE's architecture (and its ablation switches). Training settings are
+    `moe.train.TrainConfig`; `moe.train.MoEConfig` holds both and is what `moe.fit` takes."""
+
+    width: int = 128  # shared token width W
+    expert_hidden: int = 128
+    subsets: tuple[tuple[str, ...], ...] = ALL_SUBSETS  # modality subsets that get experts
+    experts_per_subset: int = 1
+    top_k: int = 2  # routed experts per stay (among the eligible), plus the shared expert
+    dropout: float = 0.1
+    input_dropout: float = 0.0  # dropout on the standardised input vectors
+    encoder_layers: int = 1  # 1: Linear -> GELU; 2: Linear -> GELU -> Linear
+    proj_dim: int = 64  # >0: inputs wider than this go through a fixed train-PCA projection
+    # ablation switches
+    availability_masking: bool = True
+    single_expert: bool = False  # one expert over all modalities, no mixture
+    shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
+
+    def __post_init__(self) -> None:
+        self.subsets = tuple(tuple(s) for s in self.subsets)
+        for s in self.subsets:
+            bad = set(s) - set(MODALITIES)
+            if bad or not s:
+                raise ValueError(f"expert subset {s!r} must be a non-empty subset of {MODALITIES}")
+        if self.top_k < 1:
+            raise ValueError("top_k must be >= 1")
+
+    def expert_subsets(self) -> list[tuple[str, ...]]:
+        if self.single_expert:
+            return [tuple(MODALITIES)]
+        return [s for s in self.subsets for _ in range(self.experts_per_subset)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["subsets"] = [list(s) for s in self.subsets]
+        return d
+
+
+MODEL_FIELDS: frozenset[str] = frozenset(f.name for f in fields(ModelConfig))
+
+
+@dataclass
+class TrainConfig:
+    """How the MoE (and the neural baselines and peers, which share the loop) are trained:
+    optimisation, regularisation by modality dropout, early stopping, the seed ensemble,
+    class weighting and prior correction, and where it runs (`device`, `threads`)."""
+
+    modality_dropout: float = 0.25  # P(hide an available modality) per row, training only
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    max_epochs: int = 40
+    patience: int = 8
+    balance_weight: float = 0.01
+    ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
+    ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
+    class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
+    prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
+    seed: int = 0
+    # where it runs
+    device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
+    threads: int = 0  # torch CPU threads while fitting; 0 leaves torch's setting
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise ValueError("ensemble must be >= 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError("ema must be in [0, 1)")
+        if self.class_weight not in ("balanced", "none"):
+            raise ValueError("class_weight must be 'balanced' or 'none'")
+
+
+TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))
