@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("mortality", "long_los", "readmission")
+from plumbing.tasks import TASK_NAMES
+
+TASKS = TASK_NAMES
 DEFAULT_KINDS = ("early_fusion", "fusemoe", "flex_moe", "medfuse")
 
 

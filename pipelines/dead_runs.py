@@ -20,20 +20,11 @@ import os
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
+from plumbing.atomic import process_exists
 from plumbing.pools import POOLS
 
 IN_PROGRESS = (DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING)
 log = logging.getLogger(__name__)
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: it exists
-        return True
-    return True
 
 
 def run_pid(instance: DagsterInstance, run_id: str) -> int | None:

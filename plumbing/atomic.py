@@ -124,7 +124,8 @@ def process_temp_dir(base: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------- dead-run leftovers
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -144,7 +145,7 @@ def dead_temps(root: str | os.PathLike[str]) -> list[Path]:
     for folder, dirs, files in os.walk(base, followlinks=False):
         for name in (*dirs, *files):
             m = TEMP_PATTERN.match(name)
-            if m and m["host"] == HOST and not _process_exists(int(m["pid"])):
+            if m and m["host"] == HOST and not process_exists(int(m["pid"])):
                 found.append(Path(folder, name))
         dirs[:] = [d for d in dirs if not TEMP_PATTERN.match(d)]  # removed whole, not entered
     return sorted(found)
