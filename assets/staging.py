@@ -5,27 +5,31 @@ from typing import Any
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
-    Config,
     DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
 )
-from pydantic import Field
 
+from plumbing.dagster_config import About, config_from, config_of, launch_checked
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
 from sql import RAW_TABLES, STAGED_NAMES, BuildResult, StagingParams, build_staged, code_version
 
+StagingConfig = config_from(
+    "StagingConfig",
+    "Staging settings (defaults: sql.build.StagingParams).",
+    [StagingParams],
+    {
+        "max_rejected_fraction": About(
+            "More than this share of the table's rows dropped (malformed, duplicate keys) "
+            "fails the step before any output is replaced; fewer are dropped with a warning.",
+            ge=0.0,
+            le=1.0,
+        )
+    },
+)
 
-class StagingConfig(Config):
-    max_rejected_fraction: float = Field(
-        default=StagingParams.max_rejected_fraction,
-        ge=0.0,
-        le=1.0,
-        description="More than this share of the table's rows dropped (malformed, duplicate "
-        "keys) fails the step before any output is replaced; fewer are dropped with a warning.",
-    )
 
 _DESCRIPTIONS = {
     "patients": "Patients (MIMIC-IV hosp/patients): gender, anchor age and year.",
@@ -68,6 +72,7 @@ def _staging_asset(name: str) -> AssetsDefinition:
         kinds={"duckdb", "parquet"},
         pool=DUCKDB_POOL,
         code_version=code_version(f"staged_{name}"),
+        config_schema=launch_checked(StagingConfig),
         description=(
             f"{_DESCRIPTIONS[name]} Reads {table.relative} (or .csv) with explicit types and "
             f"timestamp formats; writes $MOE_DATA_DIR/staged_{name}.parquet "
@@ -75,13 +80,10 @@ def _staging_asset(name: str) -> AssetsDefinition:
         ),
     )
     def _staged(
-        context: AssetExecutionContext,
-        config: StagingConfig,
-        project: ProjectResource,
-        duckdb: DuckDBSettings,
+        context: AssetExecutionContext, project: ProjectResource, duckdb: DuckDBSettings
     ) -> MaterializeResult:
         paths = project.paths()
-        params = StagingParams(max_rejected_fraction=config.max_rejected_fraction)
+        params = config_of(context, StagingConfig).to(StagingParams)
         settings = duckdb.settings(paths.data_dir)
         result = build_staged(name, paths.raw_root, paths.data_dir, settings, params=params)
         for warning in result.warnings:

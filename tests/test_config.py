@@ -115,7 +115,7 @@ def _bounded(info: Any) -> bool:
 def test_every_numeric_setting_of_every_asset_config_has_bounds():
     classes = _config_classes()
     names = {c.__name__ for c in classes}
-    assert {"CohortConfig", "RawConfig", "MoETrainConfig", "BaselinesConfig", "ReportConfig",
+    assert {"CohortConfig", "StagingConfig", "RawConfig", "MoETrainConfig", "BaselinesConfig", "ReportConfig",
             "NoteEmbeddingsConfig", "CxrEmbeddingsConfig"} <= names  # fmt: skip
     unbounded = [
         f"{c.__name__}.{name}"
@@ -178,6 +178,7 @@ BAD = [
     ("cohort", {"observation_window_hours": -5}, "observation_window_hours: Input should be greater than 0"),
     ("cohort", {"long_stay_days": 0}, "long_stay_days"),
     ("cohort", {"readmission_days": -1}, "readmission_days"),
+    ("staged_patients", {"max_rejected_fraction": 1.5}, "max_rejected_fraction: Input should be less than or equal to 1"),
     ("moe_mortality", {"top_k": 0}, "top_k: Input should be greater than or equal to 1"),
     ("moe_mortality", {"top_k": 8}, "top_k (8) is more than the 7 routed experts"),
     ("moe_mortality", {"batch_size": 0}, "batch_size"),
@@ -192,7 +193,7 @@ BAD = [
 @pytest.mark.parametrize(("asset", "config", "message"), BAD, ids=[f"{b[0]}-{b[1]}" for b in BAD])
 def test_a_bad_setting_is_refused_before_any_step_runs(tmp_path, asset, config, message):
     selection = (
-        _cohort_assets() if asset == "cohort"
+        _cohort_assets() if asset in ("cohort", "staged_patients")
         else _report_assets(asset) if asset == "moe_report"
         else _model_assets(asset)
     )  # fmt: skip
