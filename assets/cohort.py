@@ -54,6 +54,9 @@ CohortConfig = config_from(
         "readmission_days": About(
             "readmission = 1 when another admission starts within this after discharge.", gt=0
         ),
+        "ehr_lookback_hours": About(
+            "L: EHR values enter the features from intime - L (until t0).", ge=0, le=168
+        ),
     },
 )
 
@@ -138,7 +141,7 @@ def cohort_asset(tasks: Sequence[Task] = TASKS) -> AssetsDefinition:
             f"One row per ICU stay of the cohort (docs/cohort-spec.md): labels {names} "
             "(nullable Int8, one per registered task, sql/tasks/<task>.sql), subject-level "
             "split, has_ehr / has_notes / has_cxr and cxr_dicom_id at t0 = intime + W. "
-            "SQL: sql/cohort_candidates, cohort_stays, cohort."
+            "SQL: sql/cohort/cohort_candidates, cohort_stays, cohort."
         ),
     )
     def _cohort(
@@ -170,8 +173,8 @@ cohort = cohort_asset()
     code_version=code_version("ehr_features"),
     description=(
         "Per stay and variable of sql/variables.csv: mean/min/max/last/count of the plausible "
-        "values in [intime - 6 h, t0) (°F converted), plus age and gender. "
-        "SQL: sql/ehr_events, ehr_features."
+        "values in [intime - L, t0) (L: ehr_lookback_hours of the cohort, default 6 h; °F converted), plus age and gender. "
+        "SQL: sql/features/ehr_events, ehr_features."
     ),
 )
 def ehr_features(
@@ -206,7 +209,7 @@ def ehr_features(
     description=(
         "Notes each stay may use at t0 (stay_id, note_id, note_type, charttime): radiology "
         "written and stored in [admittime, t0), discharge notes of earlier admissions only. "
-        "Text stays in staged_discharge / staged_radiology. SQL: sql/cohort_notes."
+        "Text stays in staged_discharge / staged_radiology. SQL: sql/cohort/cohort_notes."
     ),
 )
 def cohort_notes(
@@ -234,7 +237,7 @@ def cohort_notes(
     description=(
         "The chosen X-ray per stay (stay_id, dicom_id, study_id, study_time, path relative to "
         "<root>/cxr/): latest frontal (AP/PA) image in [admittime, t0) whose JPG exists. "
-        "SQL: sql/cohort_cxr."
+        "SQL: sql/cohort/cohort_cxr."
     ),
 )
 def cohort_cxr(
@@ -320,7 +323,7 @@ cohort_rates_plausible = rates_check()
 @asset_check(
     asset=ehr_features,
     blocking=True,
-    description="No EHR value with a time at or after t0 (or before intime - 6 h) enters a feature.",
+    description="No EHR value with a time at or after t0 (or before intime - L) enters a feature.",
 )
 def ehr_features_no_value_at_or_after_t0(
     context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings

@@ -118,7 +118,7 @@ def meds_labels(
     asset=meds_events,
     blocking=True,
     description="Every timed event of the export (MEDS_BIRTH aside) lies in a cohort stay's "
-    "window [intime - 6 h, t0) of its subject: none at or after t0.",
+    "window [intime - L, t0) of its subject: none at or after t0.",
 )
 def meds_events_no_event_at_or_after_t0(
     context: AssetCheckExecutionContext, project: ProjectResource, duckdb: DuckDBSettings

@@ -14,7 +14,15 @@ from dagster import (
 from plumbing.dagster_config import About, config_from, config_of, launch_checked
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
-from sql import RAW_TABLES, STAGED_NAMES, BuildResult, StagingParams, build_staged, code_version
+from sql import (
+    RAW_TABLES,
+    STAGED_NAMES,
+    STAGING_SQL,
+    BuildResult,
+    StagingParams,
+    build_staged,
+    code_version,
+)
 
 StagingConfig = config_from(
     "StagingConfig",
@@ -76,7 +84,7 @@ def _staging_asset(name: str) -> AssetsDefinition:
         description=(
             f"{_DESCRIPTIONS[name]} Reads {table.relative} (or .csv) with explicit types and "
             f"timestamp formats; writes $MOE_DATA_DIR/staged_{name}.parquet "
-            f"(SQL: sql/staged_{name}.sql)."
+            f"(SQL: sql/{STAGING_SQL[name]}.sql)."
         ),
     )
     def _staged(

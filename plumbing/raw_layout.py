@@ -120,8 +120,8 @@ def raw_file(root: Path, name: str) -> Path | None:
     )
     if len(found) > 1:
         raise RawInputError(
-            f"{folder}: {len(found)} files could be {table.module}/{table.stem}.csv(.gz): "
-            f"{', '.join(p.name for p in found)}. Keep one (move or delete the others) so "
+            f"{len(found)} files could be {table.module}/{table.stem}.csv(.gz): "
+            f"{' and '.join(str(p) for p in found)}. Keep one (move or delete the others) so "
             "that it is clear which one the pipeline reads."
         )
     exact = {folder / f"{table.stem}{s}" for s in SUFFIXES}

@@ -6,6 +6,7 @@ from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
 from sql.build import (
     ASSET_SQL,
     STAGED_NAMES,
+    STAGING_SQL,
     BuildResult,
     CohortParams,
     StagingParams,
@@ -23,6 +24,7 @@ __all__ = [
     "ASSET_SQL",
     "RAW_TABLES",
     "STAGED_NAMES",
+    "STAGING_SQL",
     "BuildResult",
     "StagingParams",
     "CohortParams",

@@ -9,7 +9,7 @@ recomputes nothing expensive.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
 from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, reusable_parquet
 from plumbing.settings import materialize_first
 from plumbing.tasks import TASKS, Task, check_unique
-from sql.errors import writable
+from sql.errors import guarded, writable
 from sql.runner import (
     VARIABLES_CSV,
     check_gzip,
@@ -43,29 +43,28 @@ from sql.runner import (
 )
 
 STAGED_NAMES = list(RAW_TABLES)  # patients, admissions, icustays, chartevents, ...
-_USES_VARIABLES = {"chartevents", "labevents"}
+# the staging statement of each table: sql/staging/<name>.sql; the two note tables share one
+STAGING_SQL = {n: f"staging/{'notes' if t.module == 'note' else n}" for n, t in RAW_TABLES.items()}
+COHORT_VIEWS = [  # built in this order by the cohort build, each from its sql/ file
+    "cohort/cohort_candidates",
+    "cohort/cohort_stays",
+    "features/ehr_events",
+    "cohort/cohort_notes",
+    "cohort/cohort_cxr",
+]
 
 # The SQL files each table asset runs (its code_version is their hash).
-COHORT_SQL = [
-    "macros",
-    "cohort_candidates",
-    "cohort_stays",
-    "cohort_flow",
-    "ehr_events",
-    "cohort_notes",
-    "cohort_cxr",
-    "cohort",
-    "cohort_year_groups",
-]
 ASSET_SQL: dict[str, list[str]] = {
     **{
-        f"staged_{n}": ["macros", f"staged_{n}", *(["staged_keys"] if t.key else [])]
+        f"staged_{n}": ["macros", STAGING_SQL[n], *(["staging/keys"] if t.key else [])]
         for n, t in RAW_TABLES.items()
     },
-    "cohort": COHORT_SQL,
-    "ehr_features": ["macros", "ehr_events", "ehr_features"],
-    "cohort_notes": ["macros", "cohort_notes"],
-    "cohort_cxr": ["macros", "cohort_cxr"],
+    "cohort": [
+        "macros", *COHORT_VIEWS, "cohort/cohort_flow", "cohort/cohort", "cohort/cohort_year_groups"
+    ],
+    "ehr_features": ["macros", "features/ehr_events", "features/ehr_features"],
+    "cohort_notes": ["macros", "cohort/cohort_notes"],
+    "cohort_cxr": ["macros", "cohort/cohort_cxr"],
 }
 _ASSET_DATA: dict[str, list[Path]] = {
     "staged_chartevents": [VARIABLES_CSV],
@@ -84,9 +83,40 @@ def code_version(asset: str, tasks: Sequence[Task] = TASKS) -> str:
 
 @dataclass(frozen=True)
 class CohortParams:
-    observation_window_hours: float = 48.0
+    """The cohort settings; the SQL reads each as a DuckDB variable (`COHORT_VARIABLES`)."""
+
+    observation_window_hours: float = 48.0  # W: t0 = intime + W
     long_stay_days: float = 7.0
     readmission_days: float = 30.0
+    ehr_lookback_hours: float = 6.0  # EHR values enter the features from intime - this
+
+
+# DuckDB variable -> (CohortParams field, seconds per unit)
+COHORT_VARIABLES = {
+    "observation_window": ("observation_window_hours", 3600),
+    "long_stay": ("long_stay_days", 86400),
+    "readmission_window": ("readmission_days", 86400),
+    "ehr_lookback": ("ehr_lookback_hours", 3600),
+}
+
+
+def set_cohort_variables(con: duckdb.DuckDBPyConnection, params: CohortParams) -> None:
+    for variable, (name, seconds) in COHORT_VARIABLES.items():
+        set_interval(con, variable, getattr(params, name) * seconds)
+
+
+def cohort_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> CohortParams:
+    """The built cohort as `cohort`, and as `cohort_stays` for the statements shared with
+    the cohort build (there `cohort_stays` is sql/cohort/cohort_stays.sql; the built
+    cohort holds the same stays). The cohort variables are set to the values it was built
+    with, so downstream tables use the cohort's own W and lookback."""
+    path = data_dir / "cohort.parquet"
+    parquet_view(con, "cohort", path)
+    con.execute("CREATE OR REPLACE TEMP VIEW cohort_stays AS SELECT * FROM cohort")
+    recorded = parquet_stats(path).get("params", {})
+    params = CohortParams(**{k: v for k, v in recorded.items() if k in CohortParams.__dataclass_fields__})
+    set_cohort_variables(con, params)
+    return params
 
 
 @dataclass(frozen=True)
@@ -126,12 +156,12 @@ def _upstream_fingerprint(path: Path) -> str:
 
 
 def staging_statement(table: RawTable) -> str:
-    """`sql/staged_<name>.sql`, inside the duplicate-key rule of `staged_keys.sql` when the
-    cohort relies on the table's key."""
-    statement = load_sql(f"staged_{table.name}")
+    """The table's statement (`STAGING_SQL`), inside the duplicate-key rule of
+    `staging/keys.sql` when the cohort relies on the table's key."""
+    statement = load_sql(STAGING_SQL[table.name])
     if not table.key:
         return statement
-    return load_sql("staged_keys", statement=statement, key=", ".join(table.key))
+    return load_sql("staging/keys", statement=statement, key=", ".join(table.key))
 
 
 def build_staged(
@@ -189,22 +219,65 @@ def build_staged(
     return BuildResult(out, fingerprint, stats, False, warnings + staging_warnings(source, stats))
 
 
-# --------------------------------------------------------------------------- cohort
+# --------------------------------------------------------------------------- cohort tables
 
 
-def _cxr_files_table(raw_root: Path) -> tuple[pa.Table, str]:
-    files = list_cxr_files(raw_root)
-    digest = hashlib.sha256("\n".join(files).encode()).hexdigest()[:16]
-    return pa.table({"path": pa.array(files, type=pa.string())}), digest
+def _cxr_files(raw_root: Path) -> pa.Table:
+    """Every JPG present under <root>/cxr/files (listed once per build)."""
+    return pa.table({"path": pa.array(list_cxr_files(raw_root), type=pa.string())})
 
 
-def _cohort_connection(
-    data_dir: Path, settings: Mapping[str, Any], staged: list[str]
-) -> duckdb.DuckDBPyConnection:
+def _build(
+    name: str,
+    data_dir: Path,
+    settings: Mapping[str, Any],
+    force: bool,
+    reads: Sequence[str],
+    query: Callable[[duckdb.DuckDBPyConnection], str],
+    stats: Callable[[duckdb.DuckDBPyConnection], dict[str, Any]] = lambda con: {},
+    key: Sequence[object] = (),
+    raw_root: Path | None = None,
+    code: str | None = None,
+    order: str = "stay_id",
+) -> BuildResult:
+    """One table of the cohort group: `<name>.parquet` (rows by `order`) from the tables it
+    `reads` (and, with `raw_root`, the JPGs present, as `cxr_files`).
+
+    Its key joins the SQL's hash, the upstream tables' keys, `key` and the JPG list; an
+    unchanged key reuses the file. `query(con)` creates the views the table needs and
+    returns its SELECT, which becomes the temp table `<name>_out`; `stats(con)` counts over it."""
+    out = data_dir / f"{name}.parquet"
+    upstream = {r: _upstream_fingerprint(data_dir / f"{r}.parquet") for r in reads}
+    jpgs = _cxr_files(raw_root) if raw_root is not None else None
+    listing = (
+        [hashlib.sha256("\n".join(jpgs["path"].to_pylist()).encode()).hexdigest()[:16]]
+        if jpgs is not None
+        else []
+    )
+    fingerprint = combine(code or code_version(name), upstream, *key, *listing)
+    reused = _reuse(out, fingerprint, force)
+    if reused is not None:
+        return reused
     con = connect(settings)
-    for name in staged:
-        parquet_view(con, f"staged_{name}", _staged(data_dir, name))
-    return con
+    try:
+        for r in reads:
+            if r == "cohort":
+                cohort_views(con, data_dir)
+            else:
+                parquet_view(con, r, data_dir / f"{r}.parquet")
+        if jpgs is not None:
+            con.register("cxr_files_arrow", jpgs)
+            con.execute("CREATE TEMP TABLE cxr_files AS SELECT path FROM cxr_files_arrow")
+        guarded(lambda: con.execute(f"CREATE TEMP TABLE {name}_out AS {query(con)}"), what=name)
+        counts = guarded(lambda: stats(con), what=name)
+        if jpgs is not None:
+            counts["jpg_files_found"] = jpgs.num_rows
+        counts["rows"] = write_parquet_atomic(
+            con, f"SELECT * FROM {name}_out ORDER BY {order}", out, fingerprint, counts
+        )
+    finally:
+        con.close()
+    return BuildResult(out, fingerprint, counts, reused=False)
 
 
 def build_cohort(
@@ -218,32 +291,11 @@ def build_cohort(
     """Stays, labels (one column per task), split and availability flags: `cohort.parquet`."""
     params = params or CohortParams()
     check_unique(list(tasks))
-    upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in STAGED_NAMES}
-    cxr_files, cxr_digest = _cxr_files_table(raw_root)
-    out = data_dir / "cohort.parquet"
-    fingerprint = combine(code_version("cohort", tasks), asdict(params), upstream, cxr_digest)
-    reused = _reuse(out, fingerprint, force)
-    if reused is not None:
-        return reused
-    con = _cohort_connection(data_dir, settings, STAGED_NAMES)
-    try:
-        set_interval(con, "observation_window", params.observation_window_hours * 3600)
-        set_interval(con, "long_stay", params.long_stay_days * 86400)
-        set_interval(con, "readmission_window", params.readmission_days * 86400)
-        con.register("cxr_files_arrow", cxr_files)
-        con.execute("CREATE TEMP TABLE cxr_files AS SELECT path FROM cxr_files_arrow")
-        for view in [
-            "cohort_candidates",
-            "cohort_stays",
-            "ehr_events",
-            "cohort_notes",
-            "cohort_cxr",
-        ]:
+
+    def query(con: duckdb.DuckDBPyConnection) -> str:
+        set_cohort_variables(con, params)
+        for view in COHORT_VIEWS:
             sql_view(con, view)
-        flow = [
-            {"step": int(s), "rule": r, "stays": int(n)}
-            for s, r, n in con.execute(load_sql("cohort_flow")).fetchall()
-        ]
         for task in tasks:
             _task_view(con, task)
         labels = "".join(f"CAST(t_{t.name}.label AS TINYINT) AS {t.name},\n    " for t in tasks)
@@ -251,13 +303,14 @@ def build_cohort(
             f"LEFT JOIN task_{t.name} AS t_{t.name} ON t_{t.name}.stay_id = s.stay_id\n"
             for t in tasks
         )
-        query = load_sql("cohort", task_labels=labels, task_joins=joins)
-        con.execute(f"CREATE TEMP TABLE cohort_out AS {query}")
-        stats = {
-            "flow": flow,
+        return load_sql("cohort/cohort", task_labels=labels, task_joins=joins)
+
+    def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        flow = con.execute(load_sql("cohort/cohort_flow")).fetchall()
+        return {
+            "flow": [{"step": int(s), "rule": r, "stays": int(n)} for s, r, n in flow],
             "tasks": [t.name for t in tasks],
             **_cohort_stats(con, [t.name for t in tasks]),
-            "jpg_files_found": cxr_files.num_rows,
             "modules_absent": [
                 n
                 for n in ("discharge", "radiology", "cxr_metadata")
@@ -265,10 +318,65 @@ def build_cohort(
             ],
             "params": asdict(params),
         }
-        write_parquet_atomic(con, "SELECT * FROM cohort_out", out, fingerprint, stats)
-    finally:
-        con.close()
-    return BuildResult(out, fingerprint, stats, reused=False)
+
+    reads = [f"staged_{n}" for n in STAGED_NAMES]
+    code = code_version("cohort", tasks)
+    return _build(
+        "cohort", data_dir, settings, force, reads, query, stats, [asdict(params)], raw_root, code
+    )
+
+
+def build_ehr_features(
+    data_dir: Path, settings: Mapping[str, Any], force: bool = False
+) -> BuildResult:
+    """Per-stay aggregates of the kept EHR values in [intime - lookback, t0)."""
+
+    def query(con: duckdb.DuckDBPyConnection) -> str:
+        sql_view(con, "features/ehr_events")
+        return load_sql("features/ehr_features", feature_columns=feature_columns_sql())
+
+    def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        per_var = con.execute(
+            "SELECT variable, count(*) FILTER (WHERE kept), count(*) FILTER (WHERE NOT kept) "
+            "FROM ehr_events GROUP BY variable ORDER BY variable"
+        ).fetchall()
+        return {
+            "values_kept": int(sum(r[1] for r in per_var)),
+            "values_dropped_implausible": int(sum(r[2] for r in per_var)),
+            "dropped_implausible_by_variable": {r[0]: int(r[2]) for r in per_var if r[2]},
+            "kept_by_variable": {r[0]: int(r[1]) for r in per_var},
+        }
+
+    reads = ["cohort", "staged_chartevents", "staged_labevents"]
+    return _build("ehr_features", data_dir, settings, force, reads, query, stats)
+
+
+def build_cohort_notes(
+    data_dir: Path, settings: Mapping[str, Any], force: bool = False
+) -> BuildResult:
+    """The notes each stay may use at t0 (ids and times only)."""
+
+    def stats(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        by_type = con.execute("SELECT note_type, count(*) FROM cohort_notes_out GROUP BY 1 ORDER BY 1").fetchall()
+        stays = con.execute("SELECT count(DISTINCT stay_id) FROM cohort_notes_out").fetchone()
+        return {
+            "notes_by_type": {str(t): int(n) for t, n in by_type},
+            "stays_with_notes": int(stays[0]) if stays else 0,
+        }
+
+    reads = ["cohort", "staged_discharge", "staged_radiology"]
+    query = lambda con: load_sql("cohort/cohort_notes")  # noqa: E731
+    order = "stay_id, charttime, note_id"
+    return _build("cohort_notes", data_dir, settings, force, reads, query, stats, order=order)
+
+
+def build_cohort_cxr(
+    raw_root: Path, data_dir: Path, settings: Mapping[str, Any], force: bool = False
+) -> BuildResult:
+    """The chosen frontal image per stay whose JPG exists."""
+    reads = ["cohort", "staged_cxr_metadata"]
+    query = lambda con: load_sql("cohort/cohort_cxr")  # noqa: E731
+    return _build("cohort_cxr", data_dir, settings, force, reads, query, raw_root=raw_root)
 
 
 def _task_view(con: duckdb.DuckDBPyConnection, task: Task) -> None:
@@ -283,10 +391,14 @@ def _task_view(con: duckdb.DuckDBPyConnection, task: Task) -> None:
             f"FROM task_{task.name}"
         ).fetchone()
     except duckdb.Error as err:
+        failed: str | None = type(err).__name__
+    else:
+        failed = None
+    if failed is not None:  # raised outside the except block: DuckDB's message may quote rows
         raise ValueError(
-            f"task {task.name}: its label query {task.sql_path} failed: {type(err).__name__} "
+            f"task {task.name}: its label query {task.sql_path} failed: {failed} "
             "(it must select stay_id and label from cohort_stays and the staged tables)"
-        ) from None  # DuckDB's message may quote row values
+        )
     assert row is not None
     if row[0] or row[1]:
         raise ValueError(
@@ -328,7 +440,7 @@ def _cohort_stats(con: duckdb.DuckDBPyConnection, tasks: list[str]) -> dict[str,
     ).fetch_df().to_dict(orient="records")[0]
     by_year_group = {
         str(g): {"stays": int(n), "has_cxr": rate, "outside_cxr_years": int(out)}
-        for g, n, rate, out in con.execute(load_sql("cohort_year_groups")).fetchall()
+        for g, n, rate, out in con.execute(load_sql("cohort/cohort_year_groups")).fetchall()
     }
     return {
         "by_anchor_year_group": by_year_group,
@@ -346,115 +458,11 @@ def _float(v: Any) -> float | None:
     return None if v is None or v != v else float(v)
 
 
-def _from_cohort(
-    data_dir: Path, settings: Mapping[str, Any], staged: list[str]
-) -> duckdb.DuckDBPyConnection:
-    con = _cohort_connection(data_dir, settings, staged)
-    parquet_view(con, "cohort_stays", data_dir / "cohort.parquet")
-    return con
-
-
-def build_ehr_features(
-    data_dir: Path, settings: Mapping[str, Any], force: bool = False
-) -> BuildResult:
-    """Per-stay aggregates of the kept EHR values in [intime - 6 h, t0)."""
-    staged = ["chartevents", "labevents"]
-    upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in staged}
-    cohort_fp = _upstream_fingerprint(data_dir / "cohort.parquet")
-    out = data_dir / "ehr_features.parquet"
-    fingerprint = combine(code_version("ehr_features"), upstream, cohort_fp)
-    reused = _reuse(out, fingerprint, force)
-    if reused is not None:
-        return reused
-    con = _from_cohort(data_dir, settings, staged)
-    try:
-        sql_view(con, "ehr_events")
-        per_var = con.execute(
-            "SELECT variable, count(*) FILTER (WHERE kept), count(*) FILTER (WHERE NOT kept) "
-            "FROM ehr_events GROUP BY variable ORDER BY variable"
-        ).fetchall()
-        stats: dict[str, Any] = {
-            "values_kept": int(sum(r[1] for r in per_var)),
-            "values_dropped_implausible": int(sum(r[2] for r in per_var)),
-            "dropped_implausible_by_variable": {r[0]: int(r[2]) for r in per_var if r[2]},
-            "kept_by_variable": {r[0]: int(r[1]) for r in per_var},
-        }
-        query = load_sql("ehr_features", feature_columns=feature_columns_sql())
-        stats["rows"] = write_parquet_atomic(con, query, out, fingerprint, stats)
-    finally:
-        con.close()
-    return BuildResult(out, fingerprint, stats, reused=False)
-
-
-def build_cohort_notes(
-    data_dir: Path, settings: Mapping[str, Any], force: bool = False
-) -> BuildResult:
-    """The notes each stay may use at t0 (ids and times only)."""
-    staged = ["discharge", "radiology"]
-    upstream = {n: _upstream_fingerprint(_staged(data_dir, n)) for n in staged}
-    cohort_fp = _upstream_fingerprint(data_dir / "cohort.parquet")
-    out = data_dir / "cohort_notes.parquet"
-    fingerprint = combine(code_version("cohort_notes"), upstream, cohort_fp)
-    reused = _reuse(out, fingerprint, force)
-    if reused is not None:
-        return reused
-    con = _from_cohort(data_dir, settings, staged)
-    try:
-        con.execute(f"CREATE TEMP TABLE notes_out AS {load_sql('cohort_notes')}")
-        by_type = con.execute(
-            "SELECT note_type, count(*) FROM notes_out GROUP BY ALL ORDER BY 1"
-        ).fetchall()
-        stays = con.execute("SELECT count(DISTINCT stay_id) FROM notes_out").fetchone()
-        stats: dict[str, Any] = {
-            "notes_by_type": {str(t): int(n) for t, n in by_type},
-            "stays_with_notes": int(stays[0]) if stays else 0,
-        }
-        stats["rows"] = write_parquet_atomic(
-            con,
-            "SELECT * FROM notes_out ORDER BY stay_id, charttime, note_id",
-            out,
-            fingerprint,
-            stats,
-        )
-    finally:
-        con.close()
-    return BuildResult(out, fingerprint, stats, reused=False)
-
-
-def build_cohort_cxr(
-    raw_root: Path, data_dir: Path, settings: Mapping[str, Any], force: bool = False
-) -> BuildResult:
-    """The chosen frontal image per stay whose JPG exists."""
-    upstream = _upstream_fingerprint(_staged(data_dir, "cxr_metadata"))
-    cohort_fp = _upstream_fingerprint(data_dir / "cohort.parquet")
-    cxr_files, cxr_digest = _cxr_files_table(raw_root)
-    out = data_dir / "cohort_cxr.parquet"
-    fingerprint = combine(code_version("cohort_cxr"), upstream, cohort_fp, cxr_digest)
-    reused = _reuse(out, fingerprint, force)
-    if reused is not None:
-        return reused
-    con = _from_cohort(data_dir, settings, ["cxr_metadata"])
-    try:
-        con.register("cxr_files_arrow", cxr_files)
-        con.execute("CREATE TEMP TABLE cxr_files AS SELECT path FROM cxr_files_arrow")
-        stats: dict[str, Any] = {"jpg_files_found": cxr_files.num_rows}
-        stats["rows"] = write_parquet_atomic(
-            con,
-            f"SELECT * FROM ({load_sql('cohort_cxr')}) ORDER BY stay_id",
-            out,
-            fingerprint,
-            stats,
-        )
-    finally:
-        con.close()
-    return BuildResult(out, fingerprint, stats, reused=False)
-
-
 # --------------------------------------------------------------------------- checks
 
 
 def run_check(check: str, data_dir: Path, settings: Mapping[str, Any], tables: list[str]) -> int:
-    """Run `sql/check_<check>.sql` over the named output tables; returns its violations.
+    """Run `sql/checks/<check>.sql` over the named output tables; returns its violations.
 
     `tables` are asset names (`cohort`, `staged_radiology`, ...); `ehr_events` is rebuilt
     from the staged tables when a check needs it.
@@ -462,12 +470,13 @@ def run_check(check: str, data_dir: Path, settings: Mapping[str, Any], tables: l
     con = connect(settings)
     try:
         for name in tables:
-            if name == "ehr_events":
-                parquet_view(con, "cohort_stays", data_dir / "cohort.parquet")
-                sql_view(con, "ehr_events")
+            if name == "cohort":
+                cohort_views(con, data_dir)
+            elif name == "ehr_events":
+                sql_view(con, "features/ehr_events")
             else:
                 parquet_view(con, name, data_dir / f"{name}.parquet")
-        row = con.execute(load_sql(f"check_{check}")).fetchone()
+        row = guarded(lambda: con.execute(load_sql(f"checks/{check}")).fetchone(), what=check)
     finally:
         con.close()
     return int(row[0]) if row and row[0] is not None else 0

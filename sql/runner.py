@@ -1,6 +1,6 @@
 """Run the `.sql` files of this folder with DuckDB: no Dagster here.
 
-- SQL is loaded by name (`load_sql("cohort")` reads `sql/cohort.sql`) and hashed
+- SQL is loaded by name (`load_sql("cohort/cohort")` reads `sql/cohort/cohort.sql`) and hashed
   (`code_hash`), so each asset's `code_version` follows exactly the files it runs.
 - Raw MIMIC files are resolved as `.csv.gz` or `.csv` and validated (file present, required
   columns in the header, readable gzip) with errors that name the file and the fix.
@@ -233,9 +233,9 @@ def _ident(name: str) -> str:
 
 
 def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None) -> None:
-    """`raw_<name>`: the raw file as all-VARCHAR columns (parsed with explicit types and
-    formats in the staging SQL), or an empty table with the same columns when absent."""
-    view = f"raw_{table.name}"
+    """`raw`: the raw file as all-VARCHAR columns (parsed with explicit types and formats
+    by the staging statement), or an empty table with the same columns when absent."""
+    view = "raw"
     if path is None:
         cols = ", ".join(f"CAST(NULL AS VARCHAR) AS {_ident(c)}" for c in table.columns)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {cols} WHERE false")
@@ -270,7 +270,9 @@ def parquet_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
 
 
 def sql_view(con: duckdb.DuckDBPyConnection, name: str, **blocks: str) -> None:
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{load_sql(name, **blocks)}")
+    """The view named after `sql/<folder>/<view>.sql` (`name` is `folder/view`)."""
+    view = name.rsplit("/", 1)[-1]
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS\n{load_sql(name, **blocks)}")
 
 
 def set_interval(con: duckdb.DuckDBPyConnection, name: str, seconds: float) -> None:

@@ -29,7 +29,8 @@ from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import INTIME, D, H, RawBuilder
 
 CANARY = "QX7-CANARY-b41d9e-NOTE-TEXT"
-SUBJECTS = [10000001 + i * 1000000 for i in range(6)]
+# distinct modulo 1e6, so that each has its own hadm_id and stay_id (RawBuilder.subject)
+SUBJECTS = [10000001 + i * 1000001 for i in range(6)]
 GZ = ("patients", "labevents", "radiology")  # both kinds of file, the note table gz
 # radiology reports filed after t0 (never eligible), so that a bad last row lies deep in
 # the file, past what a header reader decodes (the case), as in real MIMIC

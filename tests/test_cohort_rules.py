@@ -346,3 +346,26 @@ def test_cohort_flow_counts_each_rule(built):
 def test_second_run_reuses_every_output(built):
     again = build_all(built["raw"], built["data"], staging=ACCEPT_DROPS)
     assert all(r.reused for r in again.values())
+
+
+def test_ehr_lookback_is_a_setting_like_w(tmp_path):
+    """Values enter the features from intime - L; L is a cohort setting (default 6 h), and the
+    downstream features and their check use the L the cohort was built with."""
+    from sql import CohortParams, build_cohort, build_ehr_features, run_check
+    from tests.cohort_fixtures import SETTINGS
+
+    b = RawBuilder()
+    b.subject(10000001)
+    b.lab(10000001, 50912, INTIME - 2 * H, 1.0)
+    b.lab(10000001, 50912, INTIME - H / 2, 2.0)
+    raw = b.write(tmp_path / "raw")
+    counts = {}
+    for hours in (6.0, 1.0):
+        data = tmp_path / f"data_{hours}"
+        build_all(raw, data)
+        build_cohort(raw, data, SETTINGS, CohortParams(ehr_lookback_hours=hours))
+        feats = pd.read_parquet(build_ehr_features(data, SETTINGS).path)
+        counts[hours] = int(feats["creatinine_count"].iloc[0])
+        tables = ["cohort", "staged_chartevents", "staged_labevents", "ehr_events", "ehr_features"]
+        assert run_check("ehr_before_t0", data, SETTINGS, tables) == 0
+    assert counts == {6.0: 2, 1.0: 1}

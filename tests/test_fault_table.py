@@ -174,13 +174,7 @@ CLASSES = [
 ]
 # Classes whose fix has not landed yet: strict xfail (an unexpected pass fails the suite,
 # so the mark goes the day the fix lands). name -> reason
-_SQLX = "extraction-side fix (engineer sqlx, sql/): when it lands, delete this entry. "
-PENDING: dict[str, str] = {
-    "garbage_in_a_typed_column": _SQLX + "Dropped rows are counted in metadata only, no WARNING.",
-    "conflicting_duplicate_keys": _SQLX + "Whichever row comes first wins, without a word.",
-    "encoding_damage": _SQLX + "DuckDB's error, chained as the cause, quotes the note.",
-    "second_candidate_file": _SQLX + "patients.csv.gz is picked over patients.csv silently.",
-}
+PENDING: dict[str, str] = {}
 
 
 def test_the_table_stays_bounded() -> None:

@@ -96,7 +96,7 @@ def test_header_only_chartevents_stages_empty(tmp_path):
 def test_code_version_follows_sql_files():
     assert code_version("staged_chartevents") != code_version("staged_labevents")
     assert code_version("cohort") == code_version("cohort")
-    assert "variables.csv" in load_sql("staged_chartevents")
+    assert "variables.csv" in load_sql("staging/chartevents")
 
 
 @pytest.mark.parametrize("second", ["admissions.csv.gz", "Admissions.csv"])

@@ -16,11 +16,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from sql.build import cohort_views
 from sql.runner import code_hash, connect, load_sql, parquet_view, sql_view, write_parquet_atomic
 
 # our split name -> MEDS' (meds.train_split, meds.tuning_split, meds.held_out_split)
 MEDS_SPLITS = {"train": "train", "val": "tuning", "test": "held_out"}
-EVENTS_SQL = ["macros", "ehr_events", "export/meds_events", "export/meds_codes"]
+EVENTS_SQL = ["macros", "features/ehr_events", "export/meds_events", "export/meds_codes"]
 LABELS_SQL = ["export/meds_labels", "export/meds_subject_splits"]
 
 
@@ -51,11 +52,10 @@ def build_meds_events(data_dir: Path, settings: Mapping[str, Any]) -> dict[str, 
     root = meds_root(data_dir)
     con = connect(settings)
     try:
-        parquet_view(con, "cohort", data_dir / "cohort.parquet")
-        parquet_view(con, "cohort_stays", data_dir / "cohort.parquet")
+        cohort_views(con, data_dir)
         for name in ("patients", "chartevents", "labevents"):
             parquet_view(con, f"staged_{name}", data_dir / f"staged_{name}.parquet")
-        sql_view(con, "ehr_events")
+        sql_view(con, "features/ehr_events")
         stats: dict[str, Any] = {"events_by_split": {}}
         for ours, theirs in MEDS_SPLITS.items():
             query = load_sql("export/meds_events", split=ours)
@@ -110,7 +110,7 @@ def count_events_not_before_t0(data_dir: Path, settings: Mapping[str, Any]) -> i
     """sql/export/check_meds_before_t0.sql over the written export: 0 means no leak."""
     con = connect(settings)
     try:
-        parquet_view(con, "cohort", data_dir / "cohort.parquet")
+        cohort_views(con, data_dir)  # with the cohort's lookback
         files = ", ".join(f"'{p}'" for p in event_files(meds_root(data_dir)))
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW meds_events AS SELECT * FROM read_parquet([{files}])"

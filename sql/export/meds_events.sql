@@ -1,7 +1,7 @@
 -- meds_events: the cohort's EHR in the MEDS data schema (subject_id, time, code,
 -- numeric_value), one row per event, for the subjects of one split ({{split}}).
 --   measurements: exactly the values the EHR features use (ehr_events.sql: each cohort
---     stay's chartevents and the subject's labevents in [intime - 6 h, t0), kept = inside
+--     stay's chartevents and the subject's labevents in [intime - lookback, t0), kept = inside
 --     the plausible range), so every event is before the t0 of the stay it belongs to;
 --     codes CHART//<itemid> and LAB//<itemid>//<unit>; numeric_value in the unit of
 --     sql/variables.csv (the °F temperature item 223761 converted to °C, as the features).

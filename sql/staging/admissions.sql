@@ -9,7 +9,7 @@ WITH parsed AS (
         mimic_ts(deathtime)                       AS deathtime,   -- empty unless died
         TRY_CAST(hospital_expire_flag AS TINYINT) AS hospital_expire_flag,
         deathtime                                 AS raw_deathtime
-    FROM raw_admissions
+    FROM raw
 )
 SELECT
     * EXCLUDE (raw_deathtime),

@@ -8,7 +8,7 @@ WITH parsed AS (
         first_careunit,
         mimic_ts(intime)               AS intime,
         mimic_ts(outtime)              AS outtime
-    FROM raw_icustays
+    FROM raw
 )
 SELECT
     *,

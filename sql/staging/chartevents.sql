@@ -17,7 +17,7 @@ WITH parsed AS (
         valueuom,
         hadm_id                        AS raw_hadm_id,
         storetime                      AS raw_storetime
-    FROM raw_chartevents
+    FROM raw
     WHERE TRY_CAST(itemid AS INTEGER) IN (SELECT itemid FROM variables WHERE source = 'chart')
        OR TRY_CAST(itemid AS INTEGER) IS NULL AND itemid IS NOT NULL   -- counted, not skipped
 )

@@ -1,5 +1,5 @@
 -- ehr_features: per stay and variable, mean / min / max / last (latest charttime, ties to
--- the larger value) / count of the kept values in [intime - 6 h, t0) (ehr_events), plus
+-- the larger value) / count of the kept values in [intime - lookback, t0) (ehr_events), plus
 -- age and gender. Count is 0 and the other aggregates NULL when a variable has none.
 -- The feature_columns placeholder expands, for each variable of sql/variables.csv, to
 --   avg(value) FILTER (WHERE variable = 'heart_rate') AS heart_rate_mean,

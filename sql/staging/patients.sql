@@ -11,7 +11,7 @@ WITH parsed AS (
         anchor_year_group,                             -- e.g. '2011 - 2013' (real years)
         TRY_CAST(try_strptime(dod, ['%Y-%m-%d', '%Y-%m-%d %H:%M:%S']) AS DATE) AS dod,
         dod                              AS raw_dod
-    FROM raw_patients
+    FROM raw
 )
 SELECT
     * EXCLUDE (raw_dod),

@@ -18,7 +18,7 @@ WITH parsed AS (
         labevent_id                     AS raw_labevent_id,
         hadm_id                         AS raw_hadm_id,
         storetime                       AS raw_storetime
-    FROM raw_labevents
+    FROM raw
     WHERE TRY_CAST(itemid AS INTEGER) IN (SELECT itemid FROM variables WHERE source = 'lab')
        OR TRY_CAST(itemid AS INTEGER) IS NULL AND itemid IS NOT NULL   -- counted, not skipped
 )

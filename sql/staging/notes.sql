@@ -1,6 +1,7 @@
--- staged_radiology: radiology reports (note_type RR, addenda AR) from MIMIC-IV-Note
--- note/radiology; hadm_id is often empty. The text stays here, keyed by note_id;
--- cohort_notes lists only which notes a stay may use.
+-- staged_discharge and staged_radiology: the two MIMIC-IV-Note tables, one statement
+-- (same columns, same rules). note/discharge: discharge summaries (note_type DS) and
+-- addenda (AD); note/radiology: reports (RR) and addenda (AR), hadm_id often empty.
+-- The text stays here, keyed by note_id; cohort_notes lists only which notes a stay may use.
 WITH parsed AS (
     SELECT
         note_id,
@@ -14,7 +15,7 @@ WITH parsed AS (
         hadm_id                        AS raw_hadm_id,
         note_seq                       AS raw_note_seq,
         storetime                      AS raw_storetime
-    FROM raw_radiology
+    FROM raw
 )
 SELECT
     * EXCLUDE (raw_hadm_id, raw_note_seq, raw_storetime),

@@ -9,7 +9,7 @@ WITH parsed AS (
         ViewPosition                           AS view_position,  -- AP / PA frontal, LATERAL, LL, ...
         try_strptime(StudyDate, '%Y%m%d')
             + cxr_clock(TRY_CAST(StudyTime AS DOUBLE)) AS study_time
-    FROM raw_cxr_metadata
+    FROM raw
 )
 SELECT
     *,
