@@ -14,6 +14,7 @@ import pytest
 from dagster import materialize
 
 from assets.export import meds_events, meds_events_no_event_at_or_after_t0, meds_labels
+from plumbing.data_dir import record_source
 from plumbing.resources import DuckDBSettings, ProjectResource
 from plumbing.tasks import TASK_NAMES
 from sql.export.meds import (
@@ -38,6 +39,7 @@ def _world(root: Path) -> Path:
     data = root / "data"
     data.mkdir(parents=True)
     (data / ".duckdb_tmp").mkdir()
+    record_source(data, {"source": "demo"})  # the assets run in the demo profile
     pd.DataFrame(
         {
             "stay_id": [10, 20, 21],
