@@ -12,7 +12,7 @@ unpartitioned ones).
 """
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -22,8 +22,8 @@ from pydantic import Field
 from moe import dataset, image_choice, note_pooling
 from moe.cxr_encoder import CxrEncoder, decode_failures_warning
 from moe.ehr_vectors import build_ehr_vectors
-from moe.embedding_cache import EmbeddingCache
-from moe.text_encoder import ProgressFn, TextEncoder
+from moe.embedding_cache import EmbeddingCache, progress_logger
+from moe.text_encoder import TextEncoder
 from plumbing.atomic import write_json_atomic, write_parquet_atomic
 from plumbing.dagster_config import config_of, launch_checked
 from plumbing.pools import TORCH_POOL
@@ -83,27 +83,9 @@ class CxrEmbeddingsConfig(dg.Config):
 
 
 # Helpers: inputs with a clear error, encoders from config, progress to the run log.
-def _read_table(paths: ProjectPaths, name: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return pd.read_parquet(require_table(paths, name, name), columns=columns)
-
-
-def _t0(paths: ProjectPaths) -> pd.DataFrame:
-    cohort = _read_table(paths, "cohort", ["stay_id", "prediction_time"])
-    cohort["prediction_time"] = pd.to_datetime(cohort["prediction_time"])
-    return cohort
-
-
-def _progress(context: dg.AssetExecutionContext, what: str, every: int) -> Callable[[str], ProgressFn]:
-    """`progress_for(shard)`: a callback logging `what shard: done/total` every `every` steps."""
-
-    def progress_for(shard: str) -> ProgressFn:
-        def log(done: int, total: int) -> None:
-            if done % max(1, every) == 0 or done == total:
-                context.log.info(f"{what} {shard}: {done}/{total}")
-
-        return log
-
-    return progress_for
+def _read(paths: ProjectPaths, name: str, asset: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Table `name`, or a Failure saying how to build it for `asset`."""
+    return pd.read_parquet(require_table(paths, name, asset), columns=columns)
 
 
 def _ints(counts: Mapping[str, float], *names: str) -> dict[str, int]:
@@ -123,9 +105,10 @@ def _notes_setup(
     except FileNotFoundError as e:
         raise dg.Failure(str(e)) from e
     cache = EmbeddingCache(paths.cache_dir, "notes", encoder.model_key, encoder.dim)
-    notes = _read_table(paths, "cohort_notes", ["stay_id", "note_id", "charttime"])
+    notes = _read(paths, "cohort_notes", "note_embeddings", ["stay_id", "note_id", "charttime"])
     staged = [paths.table(name) for name in ("staged_discharge", "staged_radiology")]
-    return encoder, cache, staged, *note_pooling.eligible_notes(notes, _t0(paths))
+    cohort = _read(paths, "cohort", "note_embeddings", ["stay_id", "prediction_time"])
+    return encoder, cache, staged, *note_pooling.eligible_notes(notes, cohort)
 
 
 def _cxr_setup(
@@ -146,11 +129,9 @@ def _cxr_setup(
     except FileNotFoundError as e:
         raise dg.Failure(str(e)) from e
     cache = EmbeddingCache(paths.cache_dir, "cxr", encoder.model_key, encoder.dim)
-    cxr = pd.read_parquet(
-        require_table(paths, "cohort_cxr", "cxr_embeddings"),
-        columns=["stay_id", "dicom_id", "study_time", "path"],
-    )
-    return encoder, cache, paths.raw_root / "cxr", *image_choice.eligible_images(cxr, _t0(paths))
+    cxr = _read(paths, "cohort_cxr", "cxr_embeddings", ["stay_id", "dicom_id", "study_time", "path"])
+    cohort = _read(paths, "cohort", "cxr_embeddings", ["stay_id", "prediction_time"])
+    return encoder, cache, paths.raw_root / "cxr", *image_choice.eligible_images(cxr, cohort)
 
 
 # Notes
@@ -172,8 +153,8 @@ def note_embeddings(
     t_start = time.perf_counter()
     encoder, cache, staged, notes, dropped = _notes_setup(config, paths)
     table, counts = note_pooling.embed_notes_per_stay(
-        encoder, cache, staged, notes, config.recency_half_life_hours,
-        _progress(context, "notes bucket", config.log_every),
+        encoder, cache, staged, notes, config.recency_half_life_hours, context.log.info,
+        config.log_every,
     )
     out = write_parquet_atomic(table, paths.table("note_embeddings"))
     dropped_late = dropped["notes_dropped_at_or_after_t0"]
@@ -215,7 +196,7 @@ def note_embedding_cache(
     config = config_of(context, NoteEmbeddingsConfig)
     shard = context.partition_key
     encoder, cache, staged, notes, _ = _notes_setup(config, project.paths())
-    progress = _progress(context, "notes bucket", config.log_every)(shard)
+    progress = progress_logger(context.log.info, f"notes bucket {shard}", config.log_every)
     _, c = note_pooling.fill_note_shard(encoder, cache, staged, notes, shard, progress)
     return dg.MaterializeResult(
         metadata={
@@ -261,7 +242,7 @@ def cxr_embeddings(
         context.log.warning("cxr_weights=random: image features are NOT pretrained (demo only).")
     out_dir = paths.data_dir / "cxr_embeddings"
     counts, per_shard = image_choice.embed_images_per_stay(
-        encoder, cache, root, images, out_dir, _progress(context, "cxr", config.log_every)
+        encoder, cache, root, images, out_dir, context.log.info, config.log_every
     )
     _warn_decode_failures(context, counts.get("decode_failures", 0), counts.get("images", 0), root)
     work = counts.get("images_embedded_now", 0) + counts.get("new_decode_failures", 0)
@@ -298,7 +279,7 @@ def cxr_embedding_cache(
     config = config_of(context, CxrEmbeddingsConfig)
     shard = context.partition_key
     encoder, cache, root, images, _ = _cxr_setup(config, project.paths())
-    progress = _progress(context, "cxr", config.log_every)(shard)
+    progress = progress_logger(context.log.info, f"cxr {shard}", config.log_every)
     _, c = image_choice.fill_cxr_shard(encoder, cache, root, images, shard, progress)
     _warn_decode_failures(context, c.get("new_decode_failures", 0), c.get("images", 0), root)
     work = c.get("images_embedded_now", 0) + c.get("new_decode_failures", 0)
@@ -326,8 +307,8 @@ def cxr_embedding_cache(
 )
 def ehr_vectors(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     paths = project.paths()
-    features = _read_table(paths, "ehr_features")
-    cohort = _read_table(paths, "cohort", ["stay_id", "split"])
+    features = _read(paths, "ehr_features", "ehr_vectors")
+    cohort = _read(paths, "cohort", "ehr_vectors", ["stay_id", "split"])
     vectors, std = build_ehr_vectors(features, cohort.set_index("stay_id")["split"])
     table = dataset.stay_vectors(vectors["stay_id"].astype("int64").tolist(), list(vectors["vector"]))
     out = write_parquet_atomic(table, paths.table("ehr_vectors"))
@@ -362,7 +343,7 @@ def cohort_tasks(paths: ProjectPaths) -> list[str]:
 def multimodal_dataset(project: ProjectResource) -> dg.MaterializeResult:
     paths = project.paths()
     table = dataset.assemble_dataset(
-        _read_table(paths, "cohort"),
+        _read(paths, "cohort", "multimodal_dataset"),
         paths.table("ehr_vectors"),
         paths.table("note_embeddings"),
         paths.data_dir / "cxr_embeddings",

@@ -9,8 +9,6 @@ task (all splits); stays with a null label are left out of that task.
 """
 
 
-import base64
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import fields
@@ -28,6 +26,7 @@ from pydantic import Field
 
 from moe.config import ModelConfig, TrainConfig
 from plumbing import reuse
+from plumbing.atomic import write_json_atomic
 from plumbing.dagster_config import About, GeneratedConfig, config_from, config_of, launch_checked
 from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
@@ -128,25 +127,6 @@ def read_dataset(project: ProjectResource, asset_name: str):
     return pq.read_table(require_table(project.paths(), UPSTREAM, asset_name))
 
 
-def roc_png(y, p, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_curve
-
-    fpr, tpr, _ = roc_curve(y, p)
-    fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=100)
-    ax.plot(fpr, tpr, lw=1.5)
-    ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _ci(m: dict[str, Any], name: str) -> str:
     lo, hi = m[f"{name}_ci"]
     return f"{m[name]:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -179,7 +159,9 @@ def _moe_asset(task: str) -> AssetsDefinition:
             context.log.info(f"{name}: dataset, settings and code unchanged; outputs reused")
             return MaterializeResult(metadata={**saved, "reused": True})
         import moe  # after the reuse check: torch and scikit-learn take seconds to import
-        from moe.api import pattern_markdown, write_outputs
+        from moe.api import write_outputs
+        from moe.plots import png_data_uri, roc_curves
+        from moe.report import pattern_markdown
 
         table = read_dataset(project, name)
         reuse.invalidate(out)
@@ -201,13 +183,13 @@ def _moe_asset(task: str) -> AssetsDefinition:
                 "test AUPRC (95% CI)": _ci(m, "auprc"),
                 "test brier": MetadataValue.float(float(m["brier"])),
                 "test ECE": MetadataValue.float(float(m["ece"])),
-                "test by availability": MetadataValue.md(pattern_markdown(met["test_by_pattern"])),
+                "test by availability": MetadataValue.md(
+                    pattern_markdown(met["test_by_pattern"], metrics=("auroc", "auprc"))
+                ),
             })
             if test.y_true.nunique() == 2:
-                png = roc_png(test.y_true, test.y_prob, f"{task}: test ROC")
-                (out / "roc.png").write_bytes(png)
-                b64 = base64.b64encode(png).decode()
-                meta["test ROC"] = MetadataValue.md(f"![ROC](data:image/png;base64,{b64})")
+                roc = roc_curves({"moe": pred}, out / "roc.png", f"{task}: test ROC")
+                meta["test ROC"] = MetadataValue.md(f"![ROC]({png_data_uri(roc)})")
         reuse.record(out, key, meta)
         return MaterializeResult(metadata={**meta, "reused": False})
 
@@ -267,7 +249,7 @@ def _baselines_asset(task: str) -> AssetsDefinition:
                 summary[kind] = {"auroc": m["auroc"], "auprc": m["auprc"]}
         if reused:
             context.log.info(f"{task}: dataset, settings and code unchanged for {reused}; reused")
-        (root / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_json_atomic(summary, root / "summary.json", sort_keys=False)
         return MaterializeResult(
             metadata={
                 "dir": MetadataValue.path(str(root)),

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from dagster import (
@@ -15,7 +14,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from plumbing.atomic import temp_path
+from plumbing.atomic import atomic_dir, atomic_path
 from plumbing.dagster_config import config_of, launch_checked
 from plumbing.raw_layout import check_layout, fingerprint
 from plumbing.resources import ProjectResource
@@ -85,18 +84,8 @@ def _ensure_demo(
     if marker.is_file() and json.loads(marker.read_text()) == wanted and truth.is_file():
         context.log.info(f"Demo data already at {raw} ({wanted}); not regenerated.")
         return False
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(raw)  # names this process: a dead run's is removed by the next one
-    tmp_truth = temp_path(truth)
     context.log.info(f"Generating synthetic demo data: {wanted} -> {raw}")
-    try:
+    with atomic_path(truth) as tmp_truth, atomic_dir(raw) as tmp:
         synthetic.generate(tmp, stays=config.demo_stays, seed=config.demo_seed, truth=tmp_truth)
         (tmp / DEMO_MARKER).write_text(json.dumps(wanted))
-        if raw.exists():
-            shutil.rmtree(raw)
-        os.replace(tmp, raw)
-        os.replace(tmp_truth, truth)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp_truth.unlink(missing_ok=True)
     return True

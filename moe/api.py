@@ -21,19 +21,20 @@ per split and per availability pattern).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from moe import evaluation as ev
 from moe.baselines import KINDS, FittedBaseline
 from moe.baselines import fit_baseline as _fit_baseline
 from moe.data import Table, extract, pattern_labels
-from moe.metrics import auprc, auroc, summary, threshold_from_val
+from moe.metrics import summary
 from moe.peers import PEER_KINDS
 from moe.train import FittedMoE, MoEConfig, fit_moe
+from plumbing.atomic import write_json_atomic, write_parquet_atomic
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "moe_no_masking": {"availability_masking": False},
@@ -101,28 +102,15 @@ def metrics_of(pred: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[st
     """Metrics from a `predictions` frame: per split (test with CIs), a threshold chosen on
     val (max F1) applied to test, and test metrics by availability pattern."""
     out: dict[str, Any] = {}
-    val = pred[pred.split == "val"]
-    thr = threshold_from_val(val.y_true, val.y_prob) if len(val) else 0.5
+    thr = ev.val_threshold(pred)
     for split in ("train", "val", "test"):
         s = pred[pred.split == split]
         if len(s):
             out[split] = summary(s.y_true, s.y_prob, n_boot=n_boot if split == "test" else 0,
                                  seed=seed, threshold=thr)
-    test = pred[pred.split == "test"]
-    rows = []
-    for pat, g in test.groupby("pattern", sort=True):
-        rows.append({"pattern": pat, "n": int(len(g)), "prevalence": float(g.y_true.mean()),
-                     "auroc": auroc(g.y_true, g.y_prob), "auprc": auprc(g.y_true, g.y_prob)})
-    out["test_by_pattern"] = rows
+    by_pattern = ev.pattern_table({"model": pred}).drop(columns=["model", "brier"])
+    out["test_by_pattern"] = by_pattern.to_dict(orient="records")
     return out
-
-
-def pattern_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| pattern | n | prevalence | AUROC | AUPRC |", "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['pattern']} | {r['n']} | {r['prevalence']:.3f} | "
-                     f"{r['auroc']:.3f} | {r['auprc']:.3f} |")
-    return "\n".join(lines)
 
 
 def write_outputs(
@@ -140,12 +128,8 @@ def write_outputs(
     met["history"] = _jsonable(model.history)
     if isinstance(model, FittedMoE) or model.kind in PEER_KINDS:
         model.save(d)
-    tmp = d / ".predictions.parquet.tmp"
-    pred[["stay_id", "split", "y_true", "y_prob"]].to_parquet(tmp, index=False)
-    tmp.replace(d / "predictions.parquet")
-    tmpj = d / ".metrics.json.tmp"
-    tmpj.write_text(json.dumps(_jsonable(met), indent=2))
-    tmpj.replace(d / "metrics.json")
+    write_parquet_atomic(pred[["stay_id", "split", "y_true", "y_prob"]], d / "predictions.parquet")
+    write_json_atomic(_jsonable(met), d / "metrics.json", sort_keys=False)
     return pred, met
 
 
@@ -162,4 +146,4 @@ def _jsonable(o: Any) -> Any:
 
 
 __all__ = ["ABLATIONS", "KINDS", "fit", "fit_ablation", "fit_baseline", "load", "predictions",
-           "metrics_of", "write_outputs", "make_config", "pattern_markdown"]
+           "metrics_of", "write_outputs", "make_config"]

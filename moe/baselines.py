@@ -31,6 +31,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
+from moe.lazy_model import resolve_device
 from moe.metrics import auprc
 from moe.model import is_projected
 from moe.peers import PEER_KINDS, PEERS, fit_peer
@@ -40,11 +41,11 @@ from moe.train import (
     labelled_split,
     pos_weight_of,
     predict_module,
-    resolve_device,
     seed_everything,
     torch_threads,
     train_module,
 )
+from plumbing.atomic import atomic_path, write_json_atomic
 
 KINDS: tuple[str, ...] = (
     "ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm", *PEER_KINDS
@@ -98,12 +99,6 @@ class InputMLP(nn.Module):
             parts.append(mask.to(parts[0].dtype if parts else torch.float32))
         logits = self.net(torch.cat(parts, dim=1)).squeeze(1) + self.logit_offset
         return {"logits": logits}
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def load_baseline(directory: str | Path, device: str = "cpu") -> FittedBaseline:
@@ -160,10 +155,11 @@ class FittedBaseline:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.cpu() for k, v in self.parts["module"].state_dict().items()}
-        _atomic(d / "model.pt", lambda p: torch.save({"state_dict": state}, p))
+        with atomic_path(d / "model.pt") as tmp:
+            torch.save({"state_dict": state}, tmp)
         meta = {"kind": self.kind, "task": self.task, "dims": self.dims,
                 "prevalence": self.prevalence, "config": self.parts["config"].to_dict()}
-        _atomic(d / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+        write_json_atomic(meta, d / "config.json", sort_keys=False, default=str)
 
     def _unimodal(self, m: str, a: Arrays) -> np.ndarray:
         module = self.parts[m]
@@ -330,7 +326,6 @@ def fit_baseline(
         raise ValueError(f"no labelled rows with split == 'train' for task {task!r}")
     prevalence = float(np.mean(tr.y))
     parts: dict[str, Any] = {}
-    resolve_device(cfg.device)
     with torch_threads(cfg.threads):
         seed_everything(cfg.seed)
         if kind in ("ehr_only", "notes_only", "cxr_only"):

@@ -281,12 +281,6 @@ class CxrFillStats:
     missing_files: int = 0
     seconds: float = 0.0
 
-    @property
-    def rate(self) -> float:
-        """Images decoded+embedded per second (cache hits excluded)."""
-        done = self.embedded + self.failed
-        return done / self.seconds if self.seconds > 0 and done else 0.0
-
 
 def fill_cxr_cache(
     encoder: CxrEncoder,

@@ -167,9 +167,3 @@ def pattern_labels(mask: np.ndarray) -> np.ndarray:
         parts = [SHORT[m] for m, on in zip(MODALITIES, row, strict=True) if on]
         out.append("+".join(parts) if parts else "none")
     return np.asarray(out, dtype=object)
-
-
-def pattern_index(mask: np.ndarray) -> np.ndarray:
-    """Availability pattern as an integer 0..7 (bit j set when modality j is present)."""
-    m = np.asarray(mask, bool)
-    return (m * (1 << np.arange(m.shape[1]))).sum(axis=1).astype(np.int64)

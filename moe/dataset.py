@@ -28,6 +28,13 @@ FLAG_OF = {"ehr": "has_ehr", "notes": "has_notes", "cxr": "has_cxr"}
 LABELS = TASK_NAMES  # the task registry (plumbing/tasks.py)
 
 
+def prediction_times(cohort: pd.DataFrame) -> pd.DataFrame:
+    """`stay_id, prediction_time` (as datetimes) of the cohort's stays: each stay's t0."""
+    t0 = cohort[["stay_id", "prediction_time"]].copy()
+    t0["prediction_time"] = pd.to_datetime(t0["prediction_time"])
+    return t0
+
+
 def vector_column(vectors: Sequence[np.ndarray | Sequence[float] | None]) -> pa.Array:
     """A `list<float32>` array, null where a vector is None."""
     return pa.array(
@@ -148,4 +155,4 @@ def availability_counts(table: pa.Table) -> dict[str, dict[str, int]]:
 
 
 __all__ = ["PATTERN_LEGEND", "assemble_dataset", "availability_counts", "cxr_vectors_by_stay",
-           "stay_vectors", "vector_column", "vector_dims", "vectors_by_stay"]
+           "prediction_times", "stay_vectors", "vector_column", "vector_dims", "vectors_by_stay"]

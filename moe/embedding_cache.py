@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,28 @@ import pyarrow.parquet as pq
 
 from plumbing.atomic import write_parquet_atomic
 
-__all__ = ["EmbeddingCache", "add_counts", "make_model_key", "sha256_bytes", "sha256_text"]
+__all__ = ["EmbeddingCache", "add_counts", "make_model_key", "progress_logger", "sha256_bytes",
+           "sha256_text"]
 
 
 def add_counts(acc: MutableMapping[str, float], more: Mapping[str, float]) -> None:
     """Add each count of `more` (one shard's fill) into `acc` (the run's totals)."""
     for k, v in more.items():
         acc[k] = acc.get(k, 0) + v
+
+
+def progress_logger(
+    log: Callable[[str], None], what: str, every: int
+) -> Callable[[int, int], None]:
+    """A fill's `progress(done, total)` that calls `log("<what>: done/total")` every
+    `every` steps and at the end."""
+    every = max(1, every)
+
+    def progress(done: int, total: int) -> None:
+        if done % every == 0 or done == total:
+            log(f"{what}: {done}/{total}")
+
+    return progress
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,6 +1,6 @@
 """Chest X-rays -> one image per stay: eligibility before t0, pNN folders, cache fill, choice.
 
-    images, counts = eligible_images(cohort_cxr, t0)            # adds `shard` (pNN folder)
+    images, counts = eligible_images(cohort_cxr, cohort)            # adds `shard` (pNN folder)
     counts, per_folder = embed_images_per_stay(encoder, cache, cxr_root, images, out_dir)
     # writes out_dir/pNN.parquet: stay_id, dicom_id, ok, vector; fill_cxr_shard: one folder
 
@@ -20,8 +20,8 @@ import pandas as pd
 import pyarrow as pa
 
 from moe.cxr_encoder import CxrEncoder, ProgressFn, fill_cxr_cache
-from moe.dataset import vector_column
-from moe.embedding_cache import EmbeddingCache, add_counts
+from moe.dataset import prediction_times, vector_column
+from moe.embedding_cache import EmbeddingCache, add_counts, progress_logger
 from plumbing.atomic import write_parquet_atomic
 
 CXR_FOLDERS = [f"p{i}" for i in range(10, 20)]
@@ -37,14 +37,14 @@ def cxr_folder(path: str) -> str:
 
 
 def eligible_images(
-    cohort_cxr: pd.DataFrame, t0: pd.DataFrame
+    cohort_cxr: pd.DataFrame, cohort: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """`stay_id, dicom_id, study_time, path, prediction_time, shard` of images before t0.
 
-    `cohort_cxr`: `stay_id, dicom_id, study_time, path`; `t0`: `stay_id, prediction_time`."""
+    `cohort_cxr`: `stay_id, dicom_id, study_time, path`; `cohort`: `stay_id, prediction_time`."""
     cxr = cohort_cxr[["stay_id", "dicom_id", "study_time", "path"]].copy()
     cxr["study_time"] = pd.to_datetime(cxr["study_time"])
-    df = cxr.merge(t0, on="stay_id", how="inner")
+    df = cxr.merge(prediction_times(cohort), on="stay_id", how="inner")
     ok = df["study_time"].notna() & (df["study_time"] < df["prediction_time"])
     df = df[ok].reset_index(drop=True)
     df["shard"] = df["path"].astype(str).map(cxr_folder)
@@ -112,16 +112,17 @@ def embed_images_per_stay(
     cxr_root: Path,
     images: pd.DataFrame,
     out_dir: Path,
-    progress_for: Callable[[str], ProgressFn] | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 20,
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Fill the cache folder by folder and write `out_dir/<folder>.parquet` (`stay_images`)
-    for each; files of folders that no longer have a stay are removed.
-    Returns (counts, stays per folder)."""
+    for each; files of folders that no longer have a stay are removed. `log` gets a
+    progress line per `log_every` batches. Returns (counts, stays per folder)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     counts: dict[str, float] = {}
     per_shard: dict[str, int] = {}
     for shard in sorted(images["shard"].unique()):
-        progress = progress_for(shard) if progress_for is not None else None
+        progress = progress_logger(log, f"cxr {shard}", log_every) if log else None
         part, c = fill_cxr_shard(encoder, cache, cxr_root, images, shard, progress)
         add_counts(counts, c)
         table, failed = stay_images(part, cache)

@@ -1,19 +1,20 @@
-"""Classification metrics and bootstrap intervals, numpy only (checked against scikit-learn).
+"""Classification metrics (scikit-learn's) and fast bootstrap intervals.
 
 Definitions (y in {0, 1}, p the predicted probability of 1):
-- `auroc`: area under the ROC curve = P(p_pos > p_neg) + 0.5 P(tie) (Mann-Whitney).
-- `auprc`: average precision, sum_k (R_k - R_{k-1}) P_k over distinct thresholds
-  (scikit-learn's `average_precision_score`, no interpolation).
-- `brier`: mean (p - y)^2.
+- `auroc`, `auprc`, `brier`, `f1_at`: scikit-learn's `roc_auc_score`,
+  `average_precision_score` (no interpolation), `brier_score_loss`, and `f1_score` of the
+  rule p >= t; NaN where undefined (AUROC with one class, AUPRC without positives, no rows).
 - `ece`: expected calibration error with 10 equal-width bins on [0, 1]:
   sum_b (n_b / n) |mean(p in b) - mean(y in b)|.
-- `f1_at(y, p, t)`: F1 of the rule p >= t; `threshold_from_val` picks the t maximising F1.
+- `threshold_from_val`: the predicted value t whose rule p >= t maximises F1.
 - `bootstrap_ci`: percentile 95% interval over `n` resamples of rows (resamples with one
   class only are skipped for rank metrics).
 - `paired_bootstrap`: the same resamples for two predictors on the same rows; returns the
   point difference a - b, its 95% interval and a two-sided p-value
   2 min(P(d <= 0), P(d >= 0)) over resamples.
-Undefined values (e.g. AUROC with a single class) are NaN.
+The bootstrap is this module's own: AUROC and AUPRC of many resamples are computed at once
+from row multiplicities (`_auroc_weighted`, `_auprc_weighted`; equal to scikit-learn's
+value on each resample's rows, which the tests check).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from sklearn import metrics as skm
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -34,48 +36,24 @@ def _yp(y, p) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _avg_ranks(a: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank."""
-    order = np.argsort(a, kind="mergesort")
-    s = a[order]
-    first = np.r_[True, s[1:] != s[:-1]]
-    group = np.cumsum(first) - 1
-    starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0  # mean of ranks starts+1..ends
-    ranks = np.empty(len(a))
-    ranks[order] = avg[group]
-    return ranks
-
-
 def auroc(y, p) -> float:
     y, p = _yp(y, p)
-    pos = y == 1
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
+    n_pos = int((y == 1).sum())
+    if n_pos == 0 or n_pos == len(y):
         return float("nan")
-    r = _avg_ranks(p)
-    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(y, p))
 
 
 def auprc(y, p) -> float:
     y, p = _yp(y, p)
-    n_pos = (y == 1).sum()
-    if n_pos == 0:
+    if not (y == 1).any():
         return float("nan")
-    order = np.argsort(-p, kind="mergesort")
-    ys, ps = y[order], p[order]
-    last = np.r_[ps[1:] != ps[:-1], True]  # last index of each distinct threshold
-    tp = np.cumsum(ys)[last]
-    fp = np.cumsum(1 - ys)[last]
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(skm.average_precision_score(y, p))
 
 
 def brier(y, p) -> float:
     y, p = _yp(y, p)
-    return float(np.mean((p - y) ** 2)) if len(y) else float("nan")
+    return float(skm.brier_score_loss(y, p, pos_label=1)) if len(y) else float("nan")
 
 
 def ece(y, p, bins: int = 10) -> float:
@@ -93,11 +71,7 @@ def ece(y, p, bins: int = 10) -> float:
 
 def f1_at(y, p, threshold: float) -> float:
     y, p = _yp(y, p)
-    pred = p >= threshold
-    tp = float(np.sum(pred & (y == 1)))
-    fp = float(np.sum(pred & (y == 0)))
-    fn = float(np.sum(~pred & (y == 1)))
-    return 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
+    return float(skm.f1_score(y == 1, p >= threshold, zero_division=0.0))
 
 
 def threshold_from_val(y, p) -> float:

@@ -1,6 +1,6 @@
 """Notes -> one vector per stay: eligibility before t0, shards, cache fill, recency pooling.
 
-    notes, counts = eligible_notes(cohort_notes, t0)
+    notes, counts = eligible_notes(cohort_notes, cohort)
     table, c = embed_notes_per_stay(encoder, cache, staged, notes, half_life_hours=720)
     # table: stay_id, n_notes, vector; fill_note_shard(..., "03") fills one bucket only
 
@@ -24,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from moe.dataset import vector_column
-from moe.embedding_cache import EmbeddingCache, add_counts
+from moe.dataset import prediction_times, vector_column
+from moe.embedding_cache import EmbeddingCache, add_counts, progress_logger
 from moe.text_encoder import ProgressFn, TextEncoder, fill_note_cache, recency_weighted_mean
 
 N_NOTE_BUCKETS = 16
@@ -38,15 +38,15 @@ def note_bucket(note_id: str) -> str:
 
 
 def eligible_notes(
-    cohort_notes: pd.DataFrame, t0: pd.DataFrame
+    cohort_notes: pd.DataFrame, cohort: pd.DataFrame
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """`stay_id, note_id, charttime, prediction_time` of the notes charted before t0.
 
-    `cohort_notes`: `stay_id, note_id, charttime`; `t0`: `stay_id, prediction_time`."""
+    `cohort_notes`: `stay_id, note_id, charttime`; `cohort`: `stay_id, prediction_time`."""
     notes = cohort_notes[["stay_id", "note_id", "charttime"]].copy()
     notes["note_id"] = notes["note_id"].astype(str)
     notes["charttime"] = pd.to_datetime(notes["charttime"])
-    df = notes.merge(t0, on="stay_id", how="inner")
+    df = notes.merge(prediction_times(cohort), on="stay_id", how="inner")
     ok = df["charttime"].notna() & (df["charttime"] < df["prediction_time"])
     dropped = int((~ok).sum())
     return df[ok].reset_index(drop=True), {"notes_dropped_at_or_after_t0": dropped}
@@ -160,14 +160,15 @@ def embed_notes_per_stay(
     staged: Sequence[Path],
     notes: pd.DataFrame,
     half_life_hours: float,
-    progress_for: Callable[[str], ProgressFn] | None = None,
+    log: Callable[[str], None] | None = None,
+    log_every: int = 10,
 ) -> tuple[pa.Table, dict[str, float]]:
     """Fill the cache bucket by bucket, then pool: (`stay_id, n_notes, vector`, counts).
-    `progress_for(bucket)` gives the progress callback of one bucket's fill."""
+    `log` gets a progress line per `log_every` blocks of each bucket."""
     counts: dict[str, float] = {}
     rows = []
     for shard in NOTE_BUCKETS:
-        progress = progress_for(shard) if progress_for is not None else None
+        progress = progress_logger(log, f"notes bucket {shard}", log_every) if log else None
         shard_rows, c = fill_note_shard(encoder, cache, staged, notes, shard, progress)
         rows.append(shard_rows)
         add_counts(counts, c)

@@ -19,42 +19,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from sklearn.metrics import roc_curve  # noqa: E402
+
+from moe.metrics import auroc  # noqa: E402
+from plumbing.atomic import atomic_path  # noqa: E402
 
 DPI = 100
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, format="png", dpi=dpi)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
-    tmp.replace(p)
-    return p
-
-
-def _roc_points(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(-p, kind="mergesort")
-    ys, ps = y[order], p[order]
-    last = np.r_[ps[1:] != ps[:-1], True]
-    tp = np.cumsum(ys)[last]
-    fp = np.cumsum(1 - ys)[last]
-    n_pos, n_neg = max(ys.sum(), 1), max((1 - ys).sum(), 1)
-    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+    return Path(path)
 
 
 def roc_curves(preds: Mapping[str, pd.DataFrame], path: str | Path, title: str) -> Path:
-    """Test ROC curve of each model, AUROC in the legend (from `aurocs` order of `preds`)."""
-    from moe.metrics import auroc
-
+    """Test ROC curve of each model (in the order of `preds`), its AUROC in the legend."""
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     for name, pred in preds.items():
         t = pred[pred["split"] == "test"]
         y, p = t["y_true"].to_numpy(float), t["y_prob"].to_numpy(float)
         if len(np.unique(y)) < 2:
             continue
-        fpr, tpr = _roc_points(y, p)
+        fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)
         lw = 2.2 if name == "moe" else 1.0
         ax.plot(fpr, tpr, lw=lw, label=f"{name} ({auroc(y, p):.3f})")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)

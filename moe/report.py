@@ -19,7 +19,6 @@ counts only: no stay ids, no patient data.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +30,10 @@ import pandas as pd
 from moe import evaluation as ev
 from moe import plots
 from moe.data import MODALITIES, TASKS, Table, to_arrow
+from plumbing.atomic import write_json_atomic, write_text_atomic
 from plumbing.tasks import TASKS as REGISTRY
 
 TASK_TEXT = {t.name: t.predicts for t in REGISTRY}
-MODALITY_NAMES = {"ehr": "EHR", "notes": "notes", "cxr": "CXR"}
 
 
 @dataclass
@@ -199,19 +198,38 @@ def comparison_sentence(c: dict[str, Any] | None, a: str, b: str, where: str = "
             f"{_f(c['hi'])}], p {_p(c['p'])}, n = {c['n']} → **{verdict}**.")
 
 
-def pattern_markdown(patterns: pd.DataFrame, metric: str = "auroc") -> str:
-    if patterns.empty:
+METRIC_NAMES = {"auroc": "AUROC", "auprc": "AUPRC", "brier": "Brier"}
+
+
+def pattern_markdown(
+    patterns: pd.DataFrame | Sequence[Mapping[str, Any]], metrics: Sequence[str] = ("auroc",)
+) -> str:
+    """Test metrics by availability pattern, most modalities first: `n`, `prevalence`, then
+    a column per model and metric. `patterns`: `evaluation.pattern_table`'s frame, or
+    records of one model without a `model` key (`api.metrics_of`'s `test_by_pattern`).
+    One metric: a column per model; one model: a column per metric."""
+    df = pd.DataFrame(patterns)
+    if df.empty:
         return "_no test stays_"
-    wide = patterns.pivot_table(index="pattern", columns="model", values=metric, sort=False,
-                                dropna=False)
-    info = patterns[patterns.model == "moe"].set_index("pattern")[["n", "prevalence"]]
-    models = [m for m in patterns["model"].unique()]
-    lines = ["| pattern | n | prevalence | " + " | ".join(models) + " |",
-             "|---|---:|---:|" + "---:|" * len(models)]
-    for pat in sorted(wide.index, key=lambda p: (-len(str(p)), str(p))):
+    if "model" not in df.columns:
+        df = df.assign(model="")
+    models = list(df["model"].unique())
+
+    def head(model: str, metric: str) -> str:
+        if len(metrics) == 1:
+            return model
+        return METRIC_NAMES[metric] if len(models) == 1 else f"{model} {METRIC_NAMES[metric]}"
+
+    cols = [(m, k) for m in models for k in metrics]
+    info = df[df.model == models[0]].set_index("pattern")[["n", "prevalence"]]
+    lines = ["| pattern | n | prevalence | " + " | ".join(head(m, k) for m, k in cols) + " |",
+             "|---|---:|---:|" + "---:|" * len(cols)]
+    values = df.set_index(["pattern", "model"])
+    for pat in sorted(df["pattern"].unique(), key=lambda p: (-len(str(p)), str(p))):
         n = info.loc[pat, "n"] if pat in info.index else 0
         prev = info.loc[pat, "prevalence"] if pat in info.index else float("nan")
-        cells = [_f(wide.loc[pat, m]) if m in wide.columns else "n/a" for m in models]
+        cells = [_f(values.loc[(pat, m), k]) if (pat, m) in values.index else "n/a"
+                 for m, k in cols]
         lines.append(f"| {pat} | {n} | {_f(prev)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -433,13 +451,10 @@ def build_report(
     ]
     text = "\n".join(head + sections)
     path = out / "report.md"
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(text, path)
     summary = {t: r.headline.replace({np.nan: None}).to_dict(orient="records")
                for t, r in results.items()}
-    (out / ".summary.json.tmp").write_text(json.dumps(summary, indent=2, default=float))
-    (out / ".summary.json.tmp").replace(out / "summary.json")
+    write_json_atomic(summary, out / "summary.json", sort_keys=False, default=float)
     return Report(path, text, results, figures)
 
 

@@ -32,6 +32,7 @@ from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
 from moe.model import MODEL_FIELDS, ModelConfig, MoE, MoEEnsemble, is_projected
+from plumbing.atomic import atomic_path, write_json_atomic
 
 
 class MoEConfig:
@@ -376,7 +377,8 @@ class FittedMoE:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.cpu() for k, v in self.module.state_dict().items()}
-        _atomic(d / "model.pt", lambda p: torch.save({"state_dict": state}, p))
+        with atomic_path(d / "model.pt") as tmp:
+            torch.save({"state_dict": state}, tmp)
         meta = {
             "kind": self.kind,
             "task": self.task,
@@ -385,7 +387,7 @@ class FittedMoE:
             "config": self.config.to_dict(),
             "history": self.history,
         }
-        _atomic(d / "config.json", lambda p: p.write_text(json.dumps(meta, indent=2, default=str)))
+        write_json_atomic(meta, d / "config.json", sort_keys=False, default=str)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> FittedMoE:
@@ -397,12 +399,6 @@ class FittedMoE:
         module.load_state_dict(blob["state_dict"])
         module.to(torch.device(resolve_device(device))).eval()
         return cls(module, meta["task"], cfg, meta.get("history"))
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -> FittedMoE:

@@ -27,6 +27,7 @@ from plumbing.private import make_private, private_umask
 
 __all__ = [
     "TEMP_PATTERN",
+    "atomic_dir",
     "atomic_path",
     "commit_temp",
     "dead_temps",
@@ -36,6 +37,7 @@ __all__ = [
     "write_bytes_atomic",
     "write_json_atomic",
     "write_parquet_atomic",
+    "write_text_atomic",
 ]
 
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:48] or "host"
@@ -75,6 +77,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path`; on success it takes the place of `path`
+    (an old folder there is moved aside under a temp name, then removed), on error it is
+    removed. A killed writer leaves a temp folder that `remove_dead_temps` deletes."""
+    private_umask()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(target)
+    tmp.mkdir(mode=0o700)
+    try:
+        yield tmp
+        old = temp_path(target) if target.exists() else None
+        if old is not None:
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def write_parquet_atomic(data: Any, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write a pyarrow Table or pandas DataFrame to `path` atomically. Returns `path`."""
     import pyarrow as pa
@@ -91,9 +116,12 @@ def write_json_atomic(obj: Any, path: str | os.PathLike[str], **kwargs: Any) -> 
     """Write `obj` as JSON (indent 2, sorted keys unless overridden) atomically."""
     kwargs.setdefault("indent", 2)
     kwargs.setdefault("sort_keys", True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, **kwargs) + "\n", encoding="utf-8")
-    return Path(path)
+    return write_text_atomic(json.dumps(obj, **kwargs) + "\n", path)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write `text` as UTF-8 atomically."""
+    return write_bytes_atomic(text.encode("utf-8"), path)
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
+
+from plumbing.atomic import atomic_dir, write_parquet_atomic
 
 from . import cxr, ehr, latent, notes, schema
 from .population import Counters, D, W, make_chunk
@@ -159,9 +159,27 @@ def generate(out: Path, stays: int, seed: int, truth: Path | None = None, images
         raise ValueError(f"truth file {truth} must not be inside the raw root {out}")
     if not _owned(out):
         raise ValueError(f"{out} exists and does not look like a generated raw root; refusing to replace it")
-    tmp = out.parent / f".{out.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    with atomic_dir(out) as tmp:
+        tt, summary = _write_raw(tmp, stays, seed, images, progress)
+    write_parquet_atomic(pa.Table.from_pandas(tt, preserve_index=False), truth)
+    coh = tt[tt.in_cohort_true]
+    return {
+        **summary,
+        "cohort_stays": int(len(coh)),
+        "rates": {
+            "mortality": float(coh.mortality_true.mean()) if len(coh) else float("nan"),
+            "long_los": float(coh.long_los_true.mean()) if len(coh) else float("nan"),
+            "readmission": float(coh.readmission_true.mean()) if len(coh) else float("nan"),
+            "has_notes": float(coh.has_notes_true.mean()) if len(coh) else float("nan"),
+            "has_cxr": float(coh.has_cxr_true.mean()) if len(coh) else float("nan"),
+        },
+        "truth": str(truth), "out": str(out),
+    }
+
+
+def _write_raw(tmp: Path, stays: int, seed: int, images: bool,
+               progress: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Write every raw file into the folder `tmp`; returns (truth, counts)."""
     writers = {rel: GzCsvWriter(tmp / rel, cols, quote=rel.startswith(("note/", "hosp/d_lab")))
                for rel, cols in schema.FILES.items()}
     writers["icu/d_items.csv.gz"].write(pa.Table.from_pylist(
@@ -212,24 +230,7 @@ def generate(out: Path, stays: int, seed: int, truth: Path | None = None, images
     for w in writers.values():
         w.close()
     tt = pd.concat(truths, ignore_index=True)
-    truth.parent.mkdir(parents=True, exist_ok=True)
-    ttmp = truth.with_name(f".{truth.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(tt, preserve_index=False), ttmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    ttmp.replace(truth)
-    coh = tt[tt.in_cohort_true]
-    return {
+    return tt, {
         "stays": int(len(tt)), "subjects": int(ctr.subject), "admissions": int(ctr.hadm),
         "images": n_img, "rows": {rel: w.rows for rel, w in writers.items()},
-        "cohort_stays": int(len(coh)),
-        "rates": {
-            "mortality": float(coh.mortality_true.mean()) if len(coh) else float("nan"),
-            "long_los": float(coh.long_los_true.mean()) if len(coh) else float("nan"),
-            "readmission": float(coh.readmission_true.mean()) if len(coh) else float("nan"),
-            "has_notes": float(coh.has_notes_true.mean()) if len(coh) else float("nan"),
-            "has_cxr": float(coh.has_cxr_true.mean()) if len(coh) else float("nan"),
-        },
-        "truth": str(truth), "out": str(out),
     }

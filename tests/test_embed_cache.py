@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
-from plumbing.atomic import write_json_atomic, write_parquet_atomic
+from plumbing.atomic import atomic_dir, write_json_atomic, write_parquet_atomic, write_text_atomic
 
 
 def test_atomic_parquet_and_json_leave_no_temp_files(tmp_path: Path) -> None:
@@ -28,6 +28,30 @@ def test_atomic_write_failure_keeps_old_file(tmp_path: Path) -> None:
         write_parquet_atomic(pd.DataFrame({"a": [object()]}), p)
     assert pq.read_table(p).column("a").to_pylist() == [1]
     assert [f.name for f in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_atomic_dir_swaps_a_whole_folder_in(tmp_path: Path) -> None:
+    target = tmp_path / "raw"
+    (target / "old").mkdir(parents=True)
+    (target / "old" / "f.txt").write_text("old")
+    with atomic_dir(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".raw.") and not any(tmp.iterdir())
+        (tmp / "sub").mkdir()
+        write_text_atomic("new", tmp / "sub" / "f.txt")
+        assert (target / "old" / "f.txt").read_text() == "old"  # unchanged until the end
+    assert (target / "sub" / "f.txt").read_text() == "new" and not (target / "old").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["raw"]  # neither temp nor old folder left
+
+
+def test_atomic_dir_failure_keeps_old_folder(tmp_path: Path) -> None:
+    target = tmp_path / "raw"
+    target.mkdir()
+    (target / "f.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "f.txt").write_text("half")
+        raise RuntimeError("killed")
+    assert (target / "f.txt").read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["raw"]
 
 
 def test_cache_roundtrip_dedupes_and_keeps_failures(tmp_path: Path) -> None:

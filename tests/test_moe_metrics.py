@@ -38,6 +38,14 @@ def test_ece_of_hand_computed_bins():
 def test_single_class_rank_metrics_are_nan():
     assert np.isnan(M.auroc([1, 1], [0.2, 0.3]))
     assert np.isnan(M.auprc([0, 0], [0.2, 0.3]))
+    assert np.isnan(M.auroc([0, 0], [0.2, 0.3])) and M.auprc([1, 1], [0.2, 0.3]) == 1.0
+    assert np.isnan(M.brier([], [])) and M.brier([0, 0], [0.2, 0.4]) == pytest.approx(0.1)
+
+
+def test_f1_without_predicted_or_true_positives_is_zero():
+    assert M.f1_at([0, 0], [0.1, 0.2], 0.5) == 0.0
+    assert M.f1_at([0, 1], [0.1, 0.2], 0.5) == 0.0
+    assert M.f1_at([0, 1], [0.1, 0.6], 0.5) == 1.0
 
 
 def test_threshold_from_val_maximises_f1():
@@ -82,6 +90,8 @@ def test_batched_resample_metrics_equal_the_metric_on_repeated_rows(ties):
     for k, i in enumerate(idx):
         assert got_roc[k] == pytest.approx(M.auroc(y[i], p[i]), abs=1e-12)
         assert got_pr[k] == pytest.approx(M.auprc(y[i], p[i]), abs=1e-12)
+        assert got_roc[k] == pytest.approx(roc_auc_score(y[i], p[i]), abs=1e-12)
+        assert got_pr[k] == pytest.approx(average_precision_score(y[i], p[i]), abs=1e-12)
 
 
 def test_batched_resample_metrics_are_nan_without_both_classes():

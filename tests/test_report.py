@@ -13,6 +13,7 @@ import moe
 from moe import evaluation as ev
 from moe.api import fit_ablation, write_outputs
 from moe.metrics import auroc
+from moe.report import pattern_markdown
 from moe.toydata import make_table
 
 QUICK = {"max_epochs": 3, "patience": 2, "ensemble": 1, "width": 16, "expert_hidden": 16, "batch_size": 256,
@@ -95,6 +96,29 @@ def test_pattern_and_gate_tables(toy, fitted):
     assert gates["n"].sum() == pt["n"].sum()
     w = gates.drop(columns="n").to_numpy()
     assert np.allclose(w.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_pattern_markdown_one_model_per_metric_many_models_per_model():
+    rows = [  # api.metrics_of's test_by_pattern: one model, no `model` key
+        {"pattern": "E", "n": 4, "prevalence": 0.25, "auroc": 0.5, "auprc": float("nan")},
+        {"pattern": "E+N", "n": 6, "prevalence": 0.5, "auroc": 0.75, "auprc": 0.8},
+    ]
+    assert pattern_markdown(rows, metrics=("auroc", "auprc")).splitlines() == [
+        "| pattern | n | prevalence | AUROC | AUPRC |",
+        "|---|---:|---:|---:|---:|",
+        "| E+N | 6 | 0.500 | 0.750 | 0.800 |",  # most modalities first
+        "| E | 4 | 0.250 | 0.500 | n/a |",
+    ]
+    frame = pd.DataFrame(  # evaluation.pattern_table: one row per model and pattern
+        [{"model": "moe", **r} for r in rows] + [{**rows[0], "model": "gbm", "auroc": 0.625}]
+    )
+    assert pattern_markdown(frame).splitlines() == [
+        "| pattern | n | prevalence | moe | gbm |",
+        "|---|---:|---:|---:|---:|",
+        "| E+N | 6 | 0.500 | 0.750 | n/a |",
+        "| E | 4 | 0.250 | 0.500 | 0.625 |",
+    ]
+    assert pattern_markdown([]) == "_no test stays_"
 
 
 def _write_fixture(root: Path, table: pd.DataFrame, fitted) -> None:

@@ -158,8 +158,7 @@ def fit_peer(cls: type[PeerModule], tr: Arrays, va: Arrays, cfg: MoEConfig
 
 
 def pattern_bits(mask: Tensor) -> Tensor:
-    """(n,) availability pattern 0..2^M-1 (bit j set when modality j is present), as
-    `moe.data.pattern_index`."""
+    """(n,) availability pattern 0..2^M-1 (bit j set when modality j is present)."""
     return (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
 
 
