@@ -110,6 +110,9 @@ def _create_record(data_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
         os.link(tmp, target)  # fails if a record appeared meanwhile
     except FileExistsError:
         pass
+    except OSError:  # a filesystem without hard links: the small race is acceptable
+        if not target.exists():
+            os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -4,7 +4,8 @@ extraction on it in-process (no conftest, like the other helpers).
 Used by the data-safety tests (tests/test_data_safety.py), the fault-injection table
 (tests/test_fault_table.py) and the canary tests. Six subjects, 30 chart values each (so
 one bad row is under 1 % of chartevents), a discharge summary and a radiology report per
-subject and 120 more reports filed after t0 (the canary in each), one X-ray per subject.
+subject and 120 more reports filed after t0 (the canary in each), one X-ray per subject;
+and a seventh subject admitted to hospital but never to the ICU.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from plumbing.resources import DuckDBSettings, ProjectResource
 from tests.cohort_fixtures import INTIME, D, H, RawBuilder
 
 CANARY = "QX7-CANARY-b41d9e-NOTE-TEXT"
-# distinct modulo 1e6, so that each has its own hadm_id and stay_id (RawBuilder.subject)
-SUBJECTS = [10000001 + i * 1000001 for i in range(6)]
+SUBJECTS = [10000001 + i * 1000001 for i in range(6)]  # 10000001, 11000002, ...: distinct ids
+NO_ICU_SUBJECT = 17000007  # a hospital admission without an ICU stay
 GZ = ("patients", "labevents", "radiology")  # both kinds of file, the issue's note table gz
 # radiology reports filed after t0 (never eligible), so that a bad last row lies deep in
 # the file, past what a header reader decodes (the issue's case), as in real MIMIC
@@ -48,6 +49,8 @@ def build_raw(root: Path, canary: str = CANARY) -> Path:
         b.note("discharge", f"ds{n}", subject, "", "DS", INTIME - 30 * D, INTIME - 29 * D)
         b.note("radiology", f"rr{n}", subject, "", "RR", INTIME + H)
         b.image(f"dcm{n}", subject, 50 + n, INTIME + 3 * H)
+    b.patient(NO_ICU_SUBJECT)
+    b.admission(NO_ICU_SUBJECT, 20000000 + NO_ICU_SUBJECT % 1000000)
     for k in range(PADDING_NOTES):  # after t0: never embedded, but past the header's block
         b.note("radiology", f"rp{k}", SUBJECTS[k % 6], "", "RR", INTIME + 60 * H)
     for table in ("discharge", "radiology"):

@@ -29,6 +29,7 @@ import pytest
 
 from tests.fault_fixture import (
     CANARY,
+    NO_ICU_SUBJECT,
     SUBJECTS,
     build_raw,
     everything_said,
@@ -114,24 +115,30 @@ def garbage_in_a_typed_column(raw: Path) -> Mutation:
     return Mutation([str(path)], table="staged_chartevents", dropped=1)
 
 
-def _conflicting_stay(raw: Path, first: bool) -> Path:
+def _conflicting_stays(raw: Path, swapped: bool) -> Path:
+    """Two ICU stays with one stay_id and different outtimes (5 and 9 days) for the subject
+    that has an admission but no ICU stay: either row alone would add a stay to the cohort,
+    so any rule that keeps one by row order changes it; clean means both are refused."""
     path = raw / "icu" / "icustays.csv"
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    twin = df.iloc[[0]].copy()
-    twin["outtime"] = "2150-01-03 11:00:00"  # same stay_id, a 25 h stay instead of 5 days
-    twin["los"] = "1.04"
-    df = pd.concat([twin, df] if first else [df, twin], ignore_index=True)
-    df.to_csv(path, index=False)
+    first = df.iloc[[0]].copy()
+    first["subject_id"], first["hadm_id"], first["stay_id"] = (
+        str(NO_ICU_SUBJECT), str(20000000 + NO_ICU_SUBJECT % 1000000), "39999999"
+    )
+    second = first.copy()
+    second["outtime"], second["los"] = "2150-01-10 10:00:00", "9.0"
+    pair = [second, first] if swapped else [first, second]
+    pd.concat([df, *pair], ignore_index=True).to_csv(path, index=False)
     return path
 
 
 def conflicting_duplicate_keys(raw: Path) -> Mutation:
-    path = _conflicting_stay(raw, first=True)
+    path = _conflicting_stays(raw, swapped=False)
 
     def reorder(r: Path) -> None:
-        _conflicting_stay(r, first=False)
+        _conflicting_stays(r, swapped=True)
 
-    return Mutation([str(path)], table="staged_icustays", dropped=1, reorder=reorder)
+    return Mutation([str(path)], table="staged_icustays", dropped=2, reorder=reorder)
 
 
 def encoding_damage(raw: Path) -> Mutation:
@@ -152,7 +159,7 @@ def second_candidate_file(raw: Path) -> Mutation:
     df = pd.read_csv(gz, dtype=str, keep_default_na=False)
     df.loc[0, "gender"] = "M" if df.loc[0, "gender"] == "F" else "F"
     df.to_csv(plain, index=False)
-    return Mutation([str(gz), str(plain)])
+    return Mutation([str(gz.parent), gz.name, plain.name])  # the folder and both names
 
 
 def unset_source(raw: Path) -> Mutation:
@@ -174,7 +181,12 @@ CLASSES = [
 ]
 # Classes whose fix has not landed yet: strict xfail (an unexpected pass fails the suite,
 # so the mark goes the day the fix lands). name -> reason
-PENDING: dict[str, str] = {}
+_SQLX = "extraction-side fix (engineer sqlx, sql/): when it lands, delete this entry. "
+PENDING: dict[str, str] = {
+    "garbage_in_a_typed_column": _SQLX + "Dropped rows are counted in metadata only, no WARNING.",
+    "conflicting_duplicate_keys": _SQLX + "Whichever row comes first wins, without a word.",
+    "encoding_damage": _SQLX + "DuckDB's error, chained as the cause, quotes the note.",
+}
 
 
 def test_the_table_stays_bounded() -> None:
