@@ -60,6 +60,7 @@ class Mutation:
     # order-dependent resolution is what this class guards against: a "clean" outcome must
     # also hold with the offending row moved (raw, row index) -> see _conflict_reordered
     reorder: Callable[[Path], None] | None = None
+    run_config: dict[str, Any] | None = None  # e.g. a threshold raised by the user
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,15 @@ def conflicting_duplicate_keys(raw: Path) -> Mutation:
     return Mutation([str(path)], table="staged_icustays", dropped=2, reorder=reorder)
 
 
+def conflicting_duplicate_keys_accepted(raw: Path) -> Mutation:
+    """The same pair with the user's rejection threshold raised above the 2 of 8 rows: the
+    rule itself decides, and must not depend on which row comes first."""
+    m = conflicting_duplicate_keys(raw)
+    cfg = {"staged_icustays": {"config": {"max_rejected_fraction": 0.5}}}
+    m.run_config = {"ops": cfg}
+    return m
+
+
 def encoding_damage(raw: Path) -> Mutation:
     """An extra last note whose text holds bytes that are not UTF-8 (the issue's case)."""
     path = raw / "note" / "radiology.csv.gz"
@@ -174,6 +184,9 @@ CLASSES = [
     FaultClass("garbage_in_a_typed_column", garbage_in_a_typed_column, CLEAN),
     FaultClass("conflicting_duplicate_keys", conflicting_duplicate_keys, EITHER),
     FaultClass(
+        "conflicting_duplicate_keys_accepted", conflicting_duplicate_keys_accepted, CLEAN
+    ),
+    FaultClass(
         "encoding_damage", encoding_damage, EITHER, says=("utf-8",), not_says=("gzip -t",)
     ),
     FaultClass("second_candidate_file", second_candidate_file, ERROR),
@@ -181,12 +194,7 @@ CLASSES = [
 ]
 # Classes whose fix has not landed yet: strict xfail (an unexpected pass fails the suite,
 # so the mark goes the day the fix lands). name -> reason
-_SQLX = "extraction-side fix (engineer sqlx, sql/): when it lands, delete this entry. "
-PENDING: dict[str, str] = {
-    "garbage_in_a_typed_column": _SQLX + "Dropped rows are counted in metadata only, no WARNING.",
-    "conflicting_duplicate_keys": _SQLX + "Whichever row comes first wins, without a word.",
-    "encoding_damage": _SQLX + "DuckDB's error, chained as the cause, quotes the note.",
-}
+PENDING: dict[str, str] = {}
 
 
 def test_the_table_stays_bounded() -> None:
@@ -255,7 +263,7 @@ def test_fault_class(fault: FaultClass, clean: dict[str, Any], tmp_path: Path) -
     raw, data = _fresh(clean, tmp_path)
     before = snapshot(data)
     m = fault.mutate(raw)
-    result, instance = run_extraction(data, None if m.unset_source else raw)
+    result, instance = run_extraction(data, None if m.unset_source else raw, run_config=m.run_config)
     said = everything_said(instance, result)
     assert CANARY not in said, "note text in a log line, an event or an error"
     assert CANARY not in failure_text(result)
@@ -286,7 +294,7 @@ def test_fault_class(fault: FaultClass, clean: dict[str, Any], tmp_path: Path) -
     if m.reorder is not None:  # the same result whichever row comes first
         raw, data = _fresh(clean, tmp_path / "reordered")
         m.reorder(raw)
-        again, _ = run_extraction(data, raw)
+        again, _ = run_extraction(data, raw, run_config=m.run_config)
         assert again.success, failure_text(again)
         for name, df in _outputs(data).items():
             pd.testing.assert_frame_equal(df, got[name], obj=f"{name} (row order swapped)")

@@ -251,7 +251,6 @@ def test_offline_run_leaks_no_note_text(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=_SQLX_CHAIN)
 def test_offline_run_with_a_broken_note_leaks_no_note_text(tmp_path: Path) -> None:
     """The same CLI run with a non-UTF-8 byte in the last radiology report: staging fails,
     and neither the terminal nor Dagster's storage, event logs or compute logs hold the note."""
