@@ -142,7 +142,7 @@ def process_temp_dir(base: str | os.PathLike[str]) -> Path:
     if key not in _process_dirs:
         private_umask()
         root.mkdir(parents=True, exist_ok=True)
-        remove_dead_temps(root)
+        remove_dead_temps(root, depth=1)  # only the folder's own entries: it may be big
         folder = temp_path(root / "duckdb")
         folder.mkdir(mode=0o700)
         _process_dirs[key] = folder
@@ -163,9 +163,10 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def dead_temps(root: str | os.PathLike[str]) -> list[Path]:
-    """Temp files and folders under `root` (symlinks not followed) written on this host by a
-    process that no longer exists. A reused pid keeps its temps: removal errs on the safe side."""
+def dead_temps(root: str | os.PathLike[str], depth: int | None = None) -> list[Path]:
+    """Temp files and folders under `root` (symlinks not followed; `depth` 1: its own
+    entries only) written on this host by a process that no longer exists. A reused pid
+    keeps its temps: removal errs on the safe side."""
     base = Path(root)
     found: list[Path] = []
     if not base.is_dir():
@@ -176,13 +177,15 @@ def dead_temps(root: str | os.PathLike[str]) -> list[Path]:
             if m and m["host"] == HOST and not process_exists(int(m["pid"])):
                 found.append(Path(folder, name))
         dirs[:] = [d for d in dirs if not TEMP_PATTERN.match(d)]  # removed whole, not entered
+        if depth == 1:
+            break
     return sorted(found)
 
 
-def remove_dead_temps(root: str | os.PathLike[str]) -> list[Path]:
+def remove_dead_temps(root: str | os.PathLike[str], depth: int | None = None) -> list[Path]:
     """Delete what `dead_temps` finds; returns the paths removed."""
     removed = []
-    for path in dead_temps(root):
+    for path in dead_temps(root, depth):
         with contextlib.suppress(FileNotFoundError):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
