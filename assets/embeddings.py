@@ -23,7 +23,7 @@ from moe import dataset, image_choice, note_pooling
 from moe.cxr_encoder import CxrEncoder, decode_failures_warning
 from moe.ehr_vectors import build_ehr_vectors
 from moe.embedding_cache import EmbeddingCache, progress_logger
-from moe.text_encoder import TextEncoder
+from moe.text_encoder import DEFAULT_MAX_CHUNKS, TextEncoder
 from plumbing.atomic import write_json_atomic, write_parquet_atomic
 from plumbing.dagster_config import config_of, launch_checked
 from plumbing.pools import TORCH_POOL
@@ -39,7 +39,8 @@ _K = dg.AssetKey
 _NOTE_DEPS = [_K("cohort"), _K("cohort_notes"), _K("staged_discharge"), _K("staged_radiology")]
 _CXR_DEPS = [_K("cohort"), _K("cohort_cxr")]
 # Config fields passed through to the encoders as keyword arguments of the same name.
-_TEXT_ENCODER_FIELDS = {"model", "device", "batch_size", "chunk_tokens", "chunk_overlap"}
+_TEXT_ENCODER_FIELDS = {"model", "device", "batch_size", "chunk_tokens", "chunk_overlap",
+                        "backend", "quantization", "max_chunks_per_note"}  # fmt: skip
 _CXR_ENCODER_FIELDS = {"seed", "device", "batch_size", "num_workers"}
 
 
@@ -53,6 +54,24 @@ class NoteEmbeddingsConfig(dg.Config):
     batch_size: int = Field(default=64, ge=1, description="Chunks per forward pass.")
     chunk_tokens: int = Field(default=0, ge=0, description="Tokens per chunk; 0 = model limit - 2.")
     chunk_overlap: int = Field(default=32, ge=0, description="Overlap between chunks, in tokens.")
+    max_chunks_per_note: int = Field(
+        default=DEFAULT_MAX_CHUNKS,
+        ge=1,
+        le=100_000,
+        description="Longer notes keep this many chunks, evenly spaced (64: ~14,000 tokens, "
+        "5x a real discharge summary); capped notes are counted and warned about.",
+    )
+    backend: str = Field(
+        default="auto",
+        description="auto (onnx on CPU when onnxruntime is installed, torch on a GPU), torch, "
+        "onnx (ONNX Runtime over a local export of the model, made once into "
+        "~/.cache/moe-health/onnx; never downloaded).",
+    )
+    quantization: str = Field(
+        default="none",
+        description="onnx backend only: none (fp32, equivalent to torch) or int8 (faster, "
+        "min cosine ~0.98 with torch on the demo notes: not equivalent).",
+    )
     recency_half_life_hours: float = Field(
         default=720.0,
         gt=0,
@@ -102,7 +121,7 @@ def _notes_setup(
     """The encoder, its cache, the staged note tables, the notes before t0 and drop counts."""
     try:
         encoder = TextEncoder(**config.model_dump(include=_TEXT_ENCODER_FIELDS))
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ValueError) as e:
         raise dg.Failure(str(e)) from e
     cache = EmbeddingCache(paths.cache_dir, "notes", encoder.model_key, encoder.dim)
     notes = _read(paths, "cohort_notes", "note_embeddings", ["stay_id", "note_id", "charttime"])
@@ -159,6 +178,7 @@ def note_embeddings(
     out = write_parquet_atomic(table, paths.table("note_embeddings"))
     dropped_late = dropped["notes_dropped_at_or_after_t0"]
     embedded = int(counts.get("notes_embedded_now", 0))
+    _warn_capped(context, encoder, counts)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out)),
@@ -166,6 +186,10 @@ def note_embeddings(
             "model_revision": encoder.revision,
             "model_key": encoder.model_key,
             "device": encoder.device_used,
+            "backend": encoder.backend,
+            "quantization": encoder.quantization,
+            "max_chunks_per_note": encoder.max_chunks_per_note,
+            "notes_capped": int(counts.get("notes_capped", 0)),
             "dim": encoder.dim,
             "chunk_tokens": encoder.chunk_tokens,
             "chunk_overlap": encoder.chunk_overlap,
@@ -198,16 +222,32 @@ def note_embedding_cache(
     encoder, cache, staged, notes, _ = _notes_setup(config, project.paths())
     progress = progress_logger(context.log.info, f"notes bucket {shard}", config.log_every)
     _, c = note_pooling.fill_note_shard(encoder, cache, staged, notes, shard, progress)
+    _warn_capped(context, encoder, c)
     return dg.MaterializeResult(
         metadata={
             "bucket": shard,
             "model": encoder.model_name,
             "model_key": encoder.model_key,
             "device": encoder.device_used,
+            "backend": encoder.backend,
+            "notes_capped": int(c.get("notes_capped", 0)),
             **_ints(c, "notes", "notes_embedded_now", "cache_hits"),
             "rate_notes_per_s": _rate(c.get("notes_embedded_now", 0), c.get("embed_seconds", 0.0)),
         }
     )
+
+
+def _warn_capped(
+    context: dg.AssetExecutionContext, encoder: TextEncoder, counts: Mapping[str, float]
+) -> None:
+    """A WARNING with the count of notes cut to `max_chunks_per_note` (never their text)."""
+    capped = int(counts.get("notes_capped", 0))
+    if capped:
+        context.log.warning(
+            f"{capped} note(s) had more than max_chunks_per_note={encoder.max_chunks_per_note} "
+            f"chunks of {encoder.chunk_tokens} tokens: each kept that many, evenly spaced. "
+            "Raise max_chunks_per_note to embed them whole."
+        )
 
 
 # CXR
@@ -255,7 +295,9 @@ def cxr_embeddings(
             "device": encoder.device_used,
             "dim": encoder.dim,
             "images_eligible": int(counts.get("images", 0)),
-            **_ints(counts, "images_embedded_now", "cache_hits", "decode_failures", "missing_files"),
+            **_ints(
+                counts, "images_embedded_now", "cache_hits", "decode_failures", "missing_files"
+            ),
             **dropped,
             "stays_per_folder": dg.MetadataValue.json(per_shard),
             "rate_images_per_s": _rate(work, counts.get("embed_seconds", 0.0)),
@@ -289,8 +331,14 @@ def cxr_embedding_cache(
             "cxr_weights": encoder.weights_desc,
             "model_key": encoder.model_key,
             "device": encoder.device_used,
-            **_ints(c, "images", "images_embedded_now", "cache_hits", "new_decode_failures",
-                    "missing_files"),
+            **_ints(
+                c,
+                "images",
+                "images_embedded_now",
+                "cache_hits",
+                "new_decode_failures",
+                "missing_files",
+            ),
             "rate_images_per_s": _rate(work, c.get("embed_seconds", 0.0)),
         }
     )
@@ -305,12 +353,16 @@ def cxr_embedding_cache(
     "missingness indicators. Writes ehr_vectors.parquet (stay_id, vector) and "
     "ehr_vectors.stats.json (feature names, train means/stds).",
 )
-def ehr_vectors(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+def ehr_vectors(
+    context: dg.AssetExecutionContext, project: ProjectResource
+) -> dg.MaterializeResult:
     paths = project.paths()
     features = _read(paths, "ehr_features", "ehr_vectors")
     cohort = _read(paths, "cohort", "ehr_vectors", ["stay_id", "split"])
     vectors, std = build_ehr_vectors(features, cohort.set_index("stay_id")["split"])
-    table = dataset.stay_vectors(vectors["stay_id"].astype("int64").tolist(), list(vectors["vector"]))
+    table = dataset.stay_vectors(
+        vectors["stay_id"].astype("int64").tolist(), list(vectors["vector"])
+    )
     out = write_parquet_atomic(table, paths.table("ehr_vectors"))
     write_json_atomic(std.to_dict(), paths.data_dir / "ehr_vectors.stats.json")
     if std.n_train == 0:
@@ -359,7 +411,9 @@ def multimodal_dataset(project: ProjectResource) -> dg.MaterializeResult:
             "path": dg.MetadataValue.path(str(out)),
             "n_stays": int(table.num_rows),
             "dims": dg.MetadataValue.json(dims),
-            "availability_patterns_per_split": dg.MetadataValue.json(dataset.availability_counts(table)),
+            "availability_patterns_per_split": dg.MetadataValue.json(
+                dataset.availability_counts(table)
+            ),
             "pattern_legend": dataset.PATTERN_LEGEND,
         }
     )

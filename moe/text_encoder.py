@@ -16,8 +16,17 @@ Choices (documented here because they change the vectors, hence the cache key):
   `0.5 ** (age_hours / half_life_hours)`, where `age_hours` is the time from the note's
   `charttime` to the stay's prediction time t0. Recent radiology reports of this stay
   count most; discharge summaries of earlier admissions still count, with less weight.
+- Chunk cap: a note with more than `max_chunks_per_note` windows (default 64: about 14,000
+  tokens, 5x a real ~10,000-character discharge summary) keeps that many windows, evenly
+  spaced from its first to its last, so one pathological note cannot stall a run; callers
+  count the capped notes (`NoteFillStats.capped`).
 - Batching: all chunks of a call are sorted by token length (longest first) and encoded in
   batches of `batch_size`, so a batch pads to similar lengths.
+- Backend: `torch` (sentence-transformers' own forward) or `onnx` (ONNX Runtime over a
+  local export of the same model, `moe.onnx_backend`; fp32 with graph fusions, or int8
+  weights with `quantization="int8"`). `auto` is `onnx` on CPU when onnxruntime is
+  installed and `torch` on a GPU. Tokenisation is the same for both. The backend and the
+  quantisation are part of the cache key, so vectors of different backends never mix.
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
 from moe.lazy_model import LazyModel, resolve_device
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_MAX_CHUNKS",
     "DEFAULT_TEXT_MODEL",
     "NoteFillStats",
     "TextEncoder",
@@ -56,6 +67,8 @@ _DEFAULT_ALIASES = {
 _DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 ProgressFn = Callable[[int, int], None]
+BACKENDS = ("auto", "torch", "onnx")
+DEFAULT_MAX_CHUNKS = 64
 
 
 def enforce_offline() -> None:
@@ -128,6 +141,29 @@ def model_revision(path: Path) -> str:
     return rev
 
 
+def resolve_backend(backend: str, device: str, quantization: str = "none") -> str:
+    """`torch` or `onnx` for a configured backend; `auto`: onnx on CPU when installed."""
+    from moe.onnx_backend import QUANTIZATIONS, onnx_available
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
+    if backend == "auto":
+        on_cpu = device == "cpu" or (
+            not device.startswith("cuda") and resolve_device(device) == "cpu"
+        )
+        return "onnx" if on_cpu and onnx_available() else "torch"
+    if backend == "onnx" and not onnx_available():
+        raise FileNotFoundError(
+            "backend='onnx' needs the onnxruntime and onnx packages (pip install onnxruntime "
+            "onnx); or set backend='torch'."
+        )
+    if backend == "onnx" and device.startswith("cuda"):
+        raise ValueError("backend='onnx' runs on CPU only; use backend='torch' on a GPU")
+    return backend
+
+
 def recency_weighted_mean(
     vectors: np.ndarray, age_hours: Sequence[float] | np.ndarray, half_life_hours: float
 ) -> np.ndarray:
@@ -190,10 +226,24 @@ class TextEncoder(LazyModel):
         batch_size: int = 64,
         chunk_tokens: int = 0,
         chunk_overlap: int = 32,
+        backend: str = "auto",
+        quantization: str = "none",
+        max_chunks_per_note: int = DEFAULT_MAX_CHUNKS,
+        model_cache: Path | None = None,
     ) -> None:
         enforce_offline()
         path, name = resolve_text_model(model)
-        self._device_cfg = device
+        self.backend = resolve_backend(backend, device, quantization)
+        # the torch backend has no quantisation; the key records what actually ran
+        self.quantization = quantization if self.backend == "onnx" else "none"
+        self._device_cfg = "cpu" if self.backend == "onnx" else device
+        if model_cache is None:
+            from moe.onnx_backend import default_cache_dir
+
+            model_cache = default_cache_dir()
+        self.model_cache = Path(model_cache)
+        self._onnx: Any = None
+        self.max_chunks_per_note = max(1, int(max_chunks_per_note))
         self.model_path = path
         self.model_name = name
         self.revision = model_revision(path)
@@ -213,6 +263,9 @@ class TextEncoder(LazyModel):
             "chunk_overlap": self.chunk_overlap,
             "max_seq_length": self.max_seq_length,
             "note_pooling": "token-weighted-mean",
+            "max_chunks_per_note": self.max_chunks_per_note,
+            "backend": self.backend,
+            "quantization": self.quantization,
         }
         self.model_key = make_model_key(self.model_name, self.revision, self.settings)
 
@@ -227,6 +280,27 @@ class TextEncoder(LazyModel):
             )
             self._model.eval()
         return self._model
+
+    @property
+    def onnx(self) -> Any:
+        """The ONNX Runtime session (exported once into `model_cache`), built on first use."""
+        if self._onnx is None:
+            from moe.onnx_backend import OnnxSentenceModel, ensure_export
+
+            path = ensure_export(
+                self.model, self.model_cache, self.model_name, self.revision, self.quantization
+            )
+            self._onnx = OnnxSentenceModel(path)
+        return self._onnx
+
+    @property
+    def device_used(self) -> str:
+        used = super().device_used
+        return (
+            f"{used} (onnxruntime, {self.quantization})"
+            if self.loaded and self.backend == "onnx"
+            else used
+        )
 
     @property
     def tokenizer(self) -> Any:
@@ -246,7 +320,20 @@ class TextEncoder(LazyModel):
 
     # -- chunking ------------------------------------------------------------------------
     def chunk(self, text: str) -> list[tuple[str, int]]:
-        """Split `text` into (span, n_tokens) windows within the model's token limit."""
+        """Split `text` into (span, n_tokens) windows within the model's token limit (at most
+        `max_chunks_per_note`, evenly spaced over the note)."""
+        return self.chunk_capped(text)[0]
+
+    def chunk_capped(self, text: str) -> tuple[list[tuple[str, int]], bool]:
+        """`chunk(text)` and whether the cap dropped windows."""
+        windows = self._windows(text)
+        cap = self.max_chunks_per_note
+        if len(windows) <= cap:
+            return windows, False
+        keep = np.unique(np.linspace(0, len(windows) - 1, cap).round().astype(np.int64))
+        return [windows[int(i)] for i in keep], True
+
+    def _windows(self, text: str) -> list[tuple[str, int]]:
         text = text or ""
         enc = self.tokenizer(
             text,
@@ -292,12 +379,17 @@ class TextEncoder(LazyModel):
         with torch.inference_mode():
             for b in range(n_batches):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                vecs = self.model.encode(
-                    [chunks[i] for i in idx],
-                    batch_size=len(idx),
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+                batch = [chunks[i] for i in idx]
+                if self.backend == "onnx":
+                    prep = getattr(self.model, "preprocess", None) or self.model.tokenize
+                    vecs = self.onnx.run(prep(batch))
+                else:
+                    vecs = self.model.encode(
+                        batch,
+                        batch_size=len(idx),
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
                 out[idx] = np.asarray(vecs, dtype=np.float32)
                 if progress is not None:
                     progress(b + 1, n_batches)
@@ -305,11 +397,20 @@ class TextEncoder(LazyModel):
 
     def embed_notes(self, texts: Sequence[str], progress: ProgressFn | None = None) -> np.ndarray:
         """One vector per note: chunk, embed all chunks together, token-weighted mean."""
+        return self.embed_notes_counted(texts, progress)[0]
+
+    def embed_notes_counted(
+        self, texts: Sequence[str], progress: ProgressFn | None = None
+    ) -> tuple[np.ndarray, int]:
+        """`embed_notes(texts)` and how many of the notes were capped at `max_chunks_per_note`."""
         spans: list[str] = []
         owners: list[int] = []
         weights: list[float] = []
+        capped = 0
         for i, t in enumerate(texts):
-            for span, n_tok in self.chunk(t):
+            windows, was_capped = self.chunk_capped(t)
+            capped += was_capped
+            for span, n_tok in windows:
                 spans.append(span)
                 owners.append(i)
                 weights.append(float(n_tok))
@@ -320,7 +421,7 @@ class TextEncoder(LazyModel):
         w = np.asarray(weights, dtype=np.float64)
         np.add.at(out, own, chunk_vecs.astype(np.float64) * w[:, None])
         np.add.at(wsum, own, w)
-        return (out / np.maximum(wsum, 1e-12)[:, None]).astype(np.float32)
+        return (out / np.maximum(wsum, 1e-12)[:, None]).astype(np.float32), capped
 
 
 @dataclass
@@ -331,6 +432,7 @@ class NoteFillStats:
     n_notes: int = 0
     cache_hits: int = 0
     embedded: int = 0
+    capped: int = 0  # embedded notes cut to `max_chunks_per_note` windows
     seconds: float = 0.0
 
     @property
@@ -367,7 +469,8 @@ def fill_note_cache(
     n_blocks = (len(items) + flush_every - 1) // flush_every
     for b in range(n_blocks):
         block = items[b * flush_every : (b + 1) * flush_every]
-        vecs = encoder.embed_notes([t for _, t in block])
+        vecs, capped = encoder.embed_notes_counted([t for _, t in block])
+        stats.capped += capped
         cache.put(shard, [k for k, _ in block], list(vecs))
         stats.embedded += len(block)
         if progress is not None:

@@ -1,0 +1,106 @@
+"""Note encoder backends (torch vs ONNX Runtime) and the chunk cap, on a few notes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moe.embedding_cache import EmbeddingCache
+from moe.text_encoder import TextEncoder, fill_note_cache
+
+pytest.importorskip("onnxruntime")
+
+NOTES = [
+    "Chest radiograph: no acute cardiopulmonary process.",
+    "Patient admitted with sepsis, started on broad spectrum antibiotics. Lactate 4.1.",
+    "Discharge summary. " + "Hypertension, diabetes, chronic kidney disease stage 3. " * 80,
+    "CT head without contrast: no intracranial hemorrhage. Small vessel ischemic changes.",
+]
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx_models")
+
+
+@pytest.fixture(scope="module")
+def torch_enc() -> TextEncoder:
+    return TextEncoder(batch_size=8, device="cpu", backend="torch")
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+# fp32 is the equivalent backend (>= 0.99 is the bar; it reaches > 0.9999); int8 is an
+# opt-in that misses the bar (about 0.98 on the demo notes), so only a loose floor here
+@pytest.mark.slow  # one ONNX export per quantisation (~15 s alone, minutes on a busy machine)
+@pytest.mark.parametrize("quantization, floor", [("none", 0.9999), ("int8", 0.95)])
+def test_onnx_backend_matches_torch_vectors(
+    torch_enc: TextEncoder, model_cache: Path, quantization: str, floor: float
+) -> None:
+    enc = TextEncoder(
+        batch_size=8, device="cpu", backend="onnx", quantization=quantization,
+        model_cache=model_cache,
+    )  # fmt: skip
+    ref = torch_enc.embed_notes(NOTES)
+    got = enc.embed_notes(NOTES)
+    assert got.shape == ref.shape == (len(NOTES), 384)
+    assert _cos(got, ref).min() >= floor
+    # the export is cached: a second encoder loads the same file, same vectors
+    files = sorted(model_cache.glob(f"*-{quantization}-*.onnx"))
+    assert len(files) == 1
+    again = TextEncoder(
+        batch_size=8, device="cpu", backend="onnx", quantization=quantization,
+        model_cache=model_cache,
+    )  # fmt: skip
+    np.testing.assert_allclose(again.embed_notes(NOTES), got, rtol=0, atol=1e-6)
+    assert sorted(model_cache.glob(f"*-{quantization}-*.onnx")) == files
+
+
+def test_backend_and_quantization_are_in_the_cache_key(
+    torch_enc: TextEncoder, model_cache: Path
+) -> None:
+    fp32 = TextEncoder(device="cpu", backend="onnx", model_cache=model_cache)
+    int8 = TextEncoder(device="cpu", backend="onnx", quantization="int8", model_cache=model_cache)
+    keys = {torch_enc.model_key, fp32.model_key, int8.model_key}
+    assert len(keys) == 3
+    assert (torch_enc.settings["backend"], fp32.settings["backend"]) == ("torch", "onnx")
+    assert int8.settings["quantization"] == "int8"
+    # auto on CPU resolves to onnx, on the same key as asking for it
+    assert TextEncoder(device="cpu", model_cache=model_cache).model_key == fp32.model_key
+    with pytest.raises(ValueError, match="backend"):
+        TextEncoder(device="cpu", backend="tensorrt")
+    with pytest.raises(ValueError, match="quantization"):
+        TextEncoder(device="cpu", backend="onnx", quantization="int4")
+
+
+def test_chunk_cap_keeps_evenly_spaced_windows_and_is_counted(tmp_path: Path) -> None:
+    enc = TextEncoder(batch_size=8, device="cpu", backend="torch", chunk_tokens=16,
+                      chunk_overlap=0, max_chunks_per_note=4)  # fmt: skip
+    long_note = " ".join(f"word{i}" for i in range(400))  # far more than 4 x 16 tokens
+    full = enc._windows(long_note)
+    assert len(full) > 4
+    kept, capped = enc.chunk_capped(long_note)
+    assert capped and len(kept) == 4
+    # first and last windows kept, the rest evenly spaced between them
+    assert kept[0] == full[0] and kept[-1] == full[-1]
+    idx = [full.index(w) for w in kept]
+    assert idx == sorted(idx) and max(np.diff(idx)) - min(np.diff(idx)) <= 1
+    short, short_capped = enc.chunk_capped(NOTES[0])
+    assert not short_capped and len(short) == 1
+    # the cap changes vectors, so it is part of the key
+    other = TextEncoder(device="cpu", backend="torch", chunk_tokens=16, chunk_overlap=0,
+                        max_chunks_per_note=5)  # fmt: skip
+    assert other.model_key != enc.model_key
+    cache = EmbeddingCache(tmp_path, "notes", enc.model_key, enc.dim)
+    stats = fill_note_cache(enc, cache, "b00", [long_note, NOTES[0], long_note + " end"])
+    assert (stats.embedded, stats.capped) == (3, 2)
+    # a capped note's vector is the mean over the kept windows only
+    vec = enc.embed_notes([long_note])[0]
+    spans = [s for s, _ in kept]
+    w = np.array([n for _, n in kept], dtype=np.float64)
+    expect = (enc.encode_chunks(spans) * w[:, None]).sum(0) / w.sum()
+    np.testing.assert_allclose(vec, expect, rtol=0, atol=1e-5)
