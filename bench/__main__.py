@@ -25,9 +25,12 @@ REQUIRED_KEYS = [
     "duckdb_vs_pandas_speedup",
     "duckdb_vs_zcat_ratio",
     "staging_peak_rss_mb",
+    "duckdb_vs_polars_speedup",
     "rerun_ratio",
     "note_embed_efficiency",
     "cxr_embed_efficiency",
+    "note_backend_speedup",
+    "note_backend_min_cosine",
 ]
 
 # rows of synthetic chartevents per profile
@@ -135,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             log(staging.markdown(res))
             md += ["## Staging", "", staging.markdown(res), ""]
             for key in ["duckdb_vs_rowreader_speedup", "duckdb_vs_pandas_speedup",
+                        "duckdb_vs_polars_speedup",
                         "duckdb_vs_zcat_ratio", "staging_peak_rss_mb",
                         "staging_rss_mb_per_million_rows", "staging_s_per_million_rows",
                         "extrapolated_real_mimic_total_min"]:  # fmt: skip
@@ -170,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if res:
             md += ["## Embeddings", "", embeddings.markdown(res), ""]
+            nb = res.get("note", {}).get("backends")
+            if nb:
+                summary["note_backend_speedup"] = _round(nb["speedup"])
+                summary["note_backend_min_cosine"] = round(nb["min_cosine"], 7)
             for kind in ("note", "cxr"):
                 part = res.get(kind, {})
                 key = f"{kind}_embed_efficiency"
@@ -238,6 +246,12 @@ def targets(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         lambda v: v >= 1.5,
     )
     add(
+        "staging at least as fast as Polars (Polars s / ours >= 1; aim 1.3)",
+        summary.get("duckdb_vs_polars_speedup"),
+        "{:.2f}x",
+        lambda v: v >= 1,
+    )
+    add(
         "staging no slower than zcat (ratio <= 1)",
         summary.get("duckdb_vs_zcat_ratio"),
         "{:.2f}",
@@ -291,6 +305,18 @@ def targets(results: dict[str, Any], summary: dict[str, Any]) -> list[str]:
         summary.get("note_embed_efficiency"),
         "{:.2f}",
         lambda v: v >= 0.9,
+    )
+    add(
+        "note backend (onnx) >= 2.5x torch notes/s on CPU",
+        summary.get("note_backend_speedup"),
+        "{:.2f}x",
+        lambda v: v >= 2.5,
+    )
+    add(
+        "note backend min cosine vs torch >= 0.99",
+        summary.get("note_backend_min_cosine"),
+        "{:.7f}",
+        lambda v: v >= 0.99,
     )
     add(
         "CXR embedding efficiency >= 0.9",

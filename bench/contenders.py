@@ -11,6 +11,8 @@ the columns that the staged table has, and write them out.
   no Parquet: this favours it).
 - `pandas`: `pd.read_csv(chunksize=1_000_000, usecols=...)`, filter, parse the two
   timestamps, append each chunk to one Parquet file (pyarrow `ParquetWriter`).
+- `polars`: `pl.scan_csv` (typed key columns) -> the same columns, item-id and non-null
+  `valuenum` filter, both timestamps parsed -> `sink_parquet` (Polars' streaming engine).
 - `duckdb_isal`, `duckdb_arrow`: candidate speed-ups of our path (`bench.variants`).
 """
 
@@ -73,6 +75,27 @@ def run_pandas(src: Path, out: Path, chunksize: int = 1_000_000) -> int:
     return n
 
 
+def run_polars(src: Path, out: Path) -> int:
+    import polars as pl
+
+    ids = sorted(chart_itemids())
+    types = {"subject_id": pl.Int64, "hadm_id": pl.Int64, "stay_id": pl.Int64,
+             "itemid": pl.Int32, "valuenum": pl.Float64, "valueuom": pl.String,
+             "charttime": pl.String, "storetime": pl.String}  # fmt: skip
+    fmt = "%Y-%m-%d %H:%M:%S"
+    (
+        pl.scan_csv(src, schema_overrides=types)
+        .select(COLUMNS)
+        .filter(pl.col("itemid").is_in(ids) & pl.col("valuenum").is_not_null())
+        .with_columns(
+            pl.col("charttime").str.to_datetime(fmt, strict=False),
+            pl.col("storetime").str.to_datetime(fmt, strict=False),
+        )
+        .sink_parquet(out, compression="zstd")
+    )
+    return int(pl.scan_parquet(out).select(pl.len()).collect().item())
+
+
 def run_duckdb(src: Path, out: Path, threads: int, memory_limit: str) -> int:
     from bench.stage_adapter import stage_one
 
@@ -97,7 +120,8 @@ def run_variant(name: str, src: Path, out: Path, threads: int, memory_limit: str
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
-        "name", choices=["duckdb", "rowreader", "pandas", "duckdb_isal", "duckdb_arrow"]
+        "name",
+        choices=["duckdb", "rowreader", "pandas", "polars", "duckdb_isal", "duckdb_arrow"],
     )
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
@@ -108,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         n = run_rowreader(a.src, a.out)
     elif a.name == "pandas":
         n = run_pandas(a.src, a.out)
+    elif a.name == "polars":
+        n = run_polars(a.src, a.out)
     elif a.name == "duckdb":
         n = run_duckdb(a.src, a.out, a.threads, a.memory_limit)
     else:

@@ -12,6 +12,12 @@ bare model forward pass on the same inputs and batch size.
   times, interleaved (bare, asset, bare, asset, ...; each asset run into an empty cache);
   the fastest run of each counts, so neither side is a best-of-N against a single try.
 
+Note backends: the asset path (`fill_note_cache`, batch 64, into empty caches) with the
+`torch` backend and with `onnx` (what `backend="auto"` picks on CPU), interleaved
+(torch, onnx, torch, onnx, ...), fastest of `REPEATS` each, in one process on the same
+notes: `note_backend_speedup` = onnx notes/s / torch notes/s, and the minimum cosine
+between the two backends' vectors over those notes (`note_backend_min_cosine`).
+
 Inputs: notes and JPGs of a synthetic demo raw root (`synthetic.generate`, cached).
 """
 
@@ -82,9 +88,16 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
     t0 = time.perf_counter()
     enc = TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu")
     _ = enc.model  # the encoder loads its model on first use: count that as the load
+    if enc.backend == "onnx":
+        _ = enc.onnx  # and its ONNX session (exported once per machine, then loaded)
     load_s = time.perf_counter() - t0
     enc.embed_notes(texts[:2])  # warm-up
-    out: dict[str, Any] = {"model": enc.model_name, "notes": len(texts), "load_s": load_s}
+    out: dict[str, Any] = {
+        "model": enc.model_name,
+        "backend": enc.backend,
+        "notes": len(texts),
+        "load_s": load_s,
+    }
     # chunks and tokens, outside any timer
     spans = [s for t in texts for s, _ in enc.chunk(t)]
     out["chunks"] = len(spans)
@@ -107,7 +120,7 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
             t1 = time.perf_counter()
             with torch.inference_mode():
                 for f in feats:
-                    enc.model(dict(f))
+                    enc.onnx.run(f) if enc.backend == "onnx" else enc.model(dict(f))
             return time.perf_counter() - t1
 
         bare = bare_pass()
@@ -129,8 +142,49 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
         )
     out["sweep"] = sweep
     out["efficiency"] = sweep[DEFAULT_NOTE_BATCH]["efficiency"]
+    out["backends"] = _note_backends(texts, cache_root, log)
     out["available"] = True
     return out
+
+
+def _note_backends(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
+    """torch vs onnx asset path on the same notes, interleaved; speedup and min cosine."""
+    import numpy as np
+
+    from moe.embedding_cache import EmbeddingCache
+    from moe.text_encoder import TextEncoder, fill_note_cache
+
+    encs = {
+        b: TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu", backend=b)
+        for b in ("torch", "onnx")
+    }
+    for enc in encs.values():
+        enc.embed_notes(texts[:2])  # load + warm up outside the timer
+    best: dict[str, float] = {}
+    vecs: dict[str, Any] = {}
+    for r in range(REPEATS):
+        for b, enc in encs.items():
+            cache = EmbeddingCache(
+                cache_root / f"backend_{b}_r{r}", "notes", enc.model_key, enc.dim
+            )
+            stats = fill_note_cache(enc, cache, "b00", texts)
+            best[b] = min(best.get(b, float("inf")), stats.seconds)
+            if r == 0:
+                found = cache.lookup(stats.keys)
+                vecs[b] = np.stack([found[k][1] for k in stats.keys])  # type: ignore[misc]
+    a, o = vecs["torch"].astype(np.float64), vecs["onnx"].astype(np.float64)
+    cos = (a * o).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(o, axis=1)
+    res = {b: {"notes_per_s": len(texts) / best[b], "seconds": best[b]} for b in encs} | {
+        "speedup": best["torch"] / best["onnx"],
+        "min_cosine": float(cos.min()),
+        "notes": len(texts),
+    }
+    log(
+        f"    note backends, batch {DEFAULT_NOTE_BATCH}: torch {res['torch']['notes_per_s']:.1f} "
+        f"notes/s, onnx {res['onnx']['notes_per_s']:.1f} notes/s: {res['speedup']:.2f}x, "
+        f"min cosine {res['min_cosine']:.7f}"
+    )
+    return res
 
 
 def _cxr_bench(files: list[Path], cache_root: Path, log) -> dict[str, Any]:
@@ -162,9 +216,13 @@ def _cxr_bench(files: list[Path], cache_root: Path, log) -> dict[str, Any]:
         stats = fill_cxr_cache(enc, cache, "p10", files, min_files_for_workers=0)
         for r in range(1, REPEATS):
             bare = min(bare, bare_pass())
-            again = EmbeddingCache(cache_root / f"cxr_b{b}_w{w}_r{r}", "cxr", enc.model_key, enc.dim)
+            again = EmbeddingCache(
+                cache_root / f"cxr_b{b}_w{w}_r{r}", "cxr", enc.model_key, enc.dim
+            )
             stats = min(
-                stats, fill_cxr_cache(enc, again, "p10", files, min_files_for_workers=0), key=_seconds
+                stats,
+                fill_cxr_cache(enc, again, "p10", files, min_files_for_workers=0),
+                key=_seconds,
             )
         sweep[f"b{b}_w{w}"] = {
             "batch": b,
@@ -235,6 +293,19 @@ def markdown(res: dict[str, Any]) -> str:
                 f"| {b} | {r['asset_notes_per_s']:.1f} | {r['bare_notes_per_s']:.1f} | "
                 f"{r['efficiency']:.2f} |"
             )
+        nb = note.get("backends")
+        if nb:
+            lines += [
+                "",
+                f"Note backends (asset path, batch {DEFAULT_NOTE_BATCH}, {nb['notes']} notes, "
+                f"interleaved, fastest of {REPEATS} each, one process):",
+                "",
+                "| backend | notes/s | vs torch | min cosine vs torch |",
+                "|---|---:|---:|---:|",
+                f"| torch (sentence-transformers) | {nb['torch']['notes_per_s']:.1f} | 1.00x | 1 |",
+                f"| onnx (ONNX Runtime, fp32; `auto` on CPU) | {nb['onnx']['notes_per_s']:.1f} | "
+                f"{nb['speedup']:.2f}x | {nb['min_cosine']:.7f} |",
+            ]
     else:
         lines.append(f"Notes: not available ({note.get('reason')})")
     lines.append("")

@@ -14,7 +14,7 @@ from typing import Any
 from bench.chartgen import cached_chartevents
 from bench.proc import Measurement, python_cmd, run_measured
 
-CONTENDERS = ["zcat", "duckdb", "pandas", "rowreader"]
+CONTENDERS = ["zcat", "duckdb", "polars", "pandas", "rowreader"]
 # candidate changes to our staging path, measured beside it (see bench/variants.py)
 CANDIDATES = ["duckdb_isal", "duckdb_arrow"]
 LABELS = {
@@ -22,6 +22,7 @@ LABELS = {
     "duckdb_arrow": "candidate: ISA-L thread -> pyarrow CSV -> DuckDB, same SQL",
     "zcat": "`zcat file > /dev/null` (floor)",
     "duckdb": "MoE-Health staging (DuckDB -> Parquet)",
+    "polars": "Polars scan_csv -> filter, timestamps -> sink_parquet",
     "pandas": "pandas read_csv chunks + usecols -> Parquet",
     "rowreader": "csv.DictReader row by row (mimic3-benchmarks style) -> CSV",
 }
@@ -147,6 +148,10 @@ def summarize(runs: list[Run]) -> dict[str, Any]:
         "largest": big,
         "duckdb_vs_rowreader_speedup": by[("rowreader", big)].wall_s / d.wall_s,
         "duckdb_vs_pandas_speedup": by[("pandas", big)].wall_s / d.wall_s,
+        "duckdb_vs_polars_speedup": by[("polars", big)].wall_s / d.wall_s,
+        "duckdb_vs_polars_speedup_by_size": {
+            n: by[("polars", n)].wall_s / by[("duckdb", n)].wall_s for n in sizes
+        },
         "duckdb_vs_zcat_ratio": d.wall_s / by[("zcat", big)].wall_s,
         "staging_peak_rss_mb": max(by[("duckdb", n)].peak_rss_mb for n in sizes),
         "staging_rss_mb_per_million_rows": sd["rss_mb_per_million_rows"],

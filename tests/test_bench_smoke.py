@@ -19,9 +19,12 @@ REQUIRED = [
     "duckdb_vs_pandas_speedup",
     "duckdb_vs_zcat_ratio",
     "staging_peak_rss_mb",
+    "duckdb_vs_polars_speedup",
     "rerun_ratio",
     "note_embed_efficiency",
     "cxr_embed_efficiency",
+    "note_backend_speedup",
+    "note_backend_min_cosine",
 ]
 
 
@@ -50,6 +53,6 @@ def test_bench_quick_tiny_prints_json_summary(tmp_path: Path) -> None:
     missing = [k for k in REQUIRED if k not in summary]
     assert not missing, f"missing keys {missing} in {last}"
     # staging always runs on tiny data: its ratios are numbers, not "not available"
-    for key in REQUIRED[:4]:
+    for key in REQUIRED[:5]:
         assert isinstance(summary[key], int | float), (key, summary[key])
     assert summary["profile"] == "tiny"
