@@ -295,9 +295,7 @@ def cxr_embeddings(
             "device": encoder.device_used,
             "dim": encoder.dim,
             "images_eligible": int(counts.get("images", 0)),
-            **_ints(
-                counts, "images_embedded_now", "cache_hits", "decode_failures", "missing_files"
-            ),
+            **_ints(counts, "images_embedded_now", "cache_hits", "decode_failures", "missing_files"),
             **dropped,
             "stays_per_folder": dg.MetadataValue.json(per_shard),
             "rate_images_per_s": _rate(work, counts.get("embed_seconds", 0.0)),
@@ -331,14 +329,8 @@ def cxr_embedding_cache(
             "cxr_weights": encoder.weights_desc,
             "model_key": encoder.model_key,
             "device": encoder.device_used,
-            **_ints(
-                c,
-                "images",
-                "images_embedded_now",
-                "cache_hits",
-                "new_decode_failures",
-                "missing_files",
-            ),
+            **_ints(c, "images", "images_embedded_now", "cache_hits", "new_decode_failures",
+                    "missing_files"),
             "rate_images_per_s": _rate(work, c.get("embed_seconds", 0.0)),
         }
     )
@@ -353,16 +345,12 @@ def cxr_embedding_cache(
     "missingness indicators. Writes ehr_vectors.parquet (stay_id, vector) and "
     "ehr_vectors.stats.json (feature names, train means/stds).",
 )
-def ehr_vectors(
-    context: dg.AssetExecutionContext, project: ProjectResource
-) -> dg.MaterializeResult:
+def ehr_vectors(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     paths = project.paths()
     features = _read(paths, "ehr_features", "ehr_vectors")
     cohort = _read(paths, "cohort", "ehr_vectors", ["stay_id", "split"])
     vectors, std = build_ehr_vectors(features, cohort.set_index("stay_id")["split"])
-    table = dataset.stay_vectors(
-        vectors["stay_id"].astype("int64").tolist(), list(vectors["vector"])
-    )
+    table = dataset.stay_vectors(vectors["stay_id"].astype("int64").tolist(), list(vectors["vector"]))
     out = write_parquet_atomic(table, paths.table("ehr_vectors"))
     write_json_atomic(std.to_dict(), paths.data_dir / "ehr_vectors.stats.json")
     if std.n_train == 0:
@@ -411,9 +399,7 @@ def multimodal_dataset(project: ProjectResource) -> dg.MaterializeResult:
             "path": dg.MetadataValue.path(str(out)),
             "n_stays": int(table.num_rows),
             "dims": dg.MetadataValue.json(dims),
-            "availability_patterns_per_split": dg.MetadataValue.json(
-                dataset.availability_counts(table)
-            ),
+            "availability_patterns_per_split": dg.MetadataValue.json(dataset.availability_counts(table)),
             "pattern_legend": dataset.PATTERN_LEGEND,
         }
     )

@@ -174,7 +174,9 @@ def _note_backends(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
                 vecs[b] = np.stack([found[k][1] for k in stats.keys])  # type: ignore[misc]
     a, o = vecs["torch"].astype(np.float64), vecs["onnx"].astype(np.float64)
     cos = (a * o).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(o, axis=1)
-    res = {b: {"notes_per_s": len(texts) / best[b], "seconds": best[b]} for b in encs} | {
+    res: dict[str, Any] = {
+        b: {"notes_per_s": len(texts) / best[b], "seconds": best[b]} for b in encs
+    } | {
         "speedup": best["torch"] / best["onnx"],
         "min_cosine": float(cos.min()),
         "notes": len(texts),

@@ -176,14 +176,6 @@ def embed_notes_per_stay(
     return pool_notes_per_stay(pd.concat(rows, ignore_index=True), cache, half_life_hours), counts
 
 
-__all__ = [
-    "NOTE_BUCKETS",
-    "N_NOTE_BUCKETS",
-    "eligible_notes",
-    "embed_notes_per_stay",
-    "fill_note_shard",
-    "load_note_texts",
-    "note_bucket",
-    "note_shard_rows",
-    "pool_notes_per_stay",
-]
+__all__ = ["NOTE_BUCKETS", "N_NOTE_BUCKETS", "eligible_notes",
+           "embed_notes_per_stay", "fill_note_shard", "load_note_texts", "note_bucket",
+           "note_shard_rows", "pool_notes_per_stay"]
