@@ -23,6 +23,7 @@ from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, r
 from plumbing.settings import materialize_first
 from plumbing.tasks import TASKS, Task, check_unique
 from sql.errors import guarded, writable
+from sql.fast_read import stage_with_fast_read
 from sql.runner import (
     VARIABLES_CSV,
     check_gzip,
@@ -33,7 +34,6 @@ from sql.runner import (
     list_cxr_files,
     load_sql,
     parquet_view,
-    raw_view,
     set_interval,
     sql_view,
     stage_table,
@@ -197,16 +197,20 @@ def build_staged(
     con = connect(settings)
     failed: RawInputError | None = None
     try:
-        raw_view(con, table, source)
-        stats = stage_table(
+        stats = stage_with_fast_read(  # Polars read for the big event tables, else raw_view
             con,
-            staging_statement(table),
-            out,
-            fingerprint,
+            table,
             source,
-            params.max_rejected_fraction,
-            extra_stats={"source": str(source) if source else "absent"},
-            before_commit=checked.result if checked is not None else None,
+            lambda: stage_table(
+                con,
+                staging_statement(table),
+                out,
+                fingerprint,
+                source,
+                params.max_rejected_fraction,
+                extra_stats={"source": str(source) if source else "absent"},
+                before_commit=checked.result if checked is not None else None,
+            ),
         )
     except RawInputError as err:
         failed = err
