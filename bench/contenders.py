@@ -13,7 +13,9 @@ the columns that the staged table has, and write them out.
   timestamps, append each chunk to one Parquet file (pyarrow `ParquetWriter`).
 - `polars`: `pl.scan_csv` (typed key columns) -> the same columns, item-id and non-null
   `valuenum` filter, both timestamps parsed -> `sink_parquet` (Polars' streaming engine).
-- `duckdb_isal`, `duckdb_arrow`: candidate speed-ups of our path (`bench.variants`).
+- `duckdb_reader`: our staging with the Polars read turned off (`MOE_STAGING_READER=duckdb`):
+  DuckDB's own serial gzip reader, the staging path before `sql.fast_read`.
+- `duckdb_isal`, `duckdb_arrow`: earlier candidate speed-ups of our path (`bench.variants`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import csv
 import gzip
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "name",
-        choices=["duckdb", "rowreader", "pandas", "polars", "duckdb_isal", "duckdb_arrow"],
+        choices=["duckdb", "duckdb_reader", "rowreader", "pandas", "polars", "duckdb_isal",
+                 "duckdb_arrow"],  # fmt: skip
     )
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
@@ -134,7 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         n = run_pandas(a.src, a.out)
     elif a.name == "polars":
         n = run_polars(a.src, a.out)
-    elif a.name == "duckdb":
+    elif a.name in ("duckdb", "duckdb_reader"):
+        if a.name == "duckdb_reader":
+            os.environ["MOE_STAGING_READER"] = "duckdb"
         n = run_duckdb(a.src, a.out, a.threads, a.memory_limit)
     else:
         n = run_variant(a.name.removeprefix("duckdb_"), a.src, a.out, a.threads, a.memory_limit)
