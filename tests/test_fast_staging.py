@@ -88,8 +88,9 @@ def test_staged_parquet_is_byte_identical_between_runs_and_readers(
     # 60,000 ordinary rows: items 220045/220179/220210/220277 are variables (half of them);
     # awkward rows: ' 220045', '220045 ', '+220045', '0220045', '220045.0' (Polars reads no
     # integer there, DuckDB's TRY_CAST does) and '"220045"' kept; no stay, bad time and
-    # empty valuenum rejected with their reasons; '', 'abc', an overflow, 220046 not items
+    # empty valuenum rejected with their reasons; '' and 220046 are not items
     assert stats["dropped_by_reason"] == {
+        "itemid not an integer": 2,  # 'abc' and the overflow: counted, not skipped
         "charttime unparseable": 1,
         "stay_id not an integer": 1,
         "valuenum empty or not numeric": 1,
