@@ -159,6 +159,9 @@ class OnnxSentenceModel:
         if threads > 0:
             opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
+        # no busy-waiting between ops: on a shared CPU spinning threads steal the cores the
+        # next op needs (torch's pool does not spin either)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
 
