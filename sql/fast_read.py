@@ -55,8 +55,8 @@ def enabled(table: RawTable, path: Path | None) -> bool:
 
 
 def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path) -> Path:
-    """`raw_<name>`: the table's columns as strings (empty -> NULL), rows in file order, rows
-    whose item id is certainly not a variable of the table left out. Polars streams them
+    """`raw` (the view the staging statements read): the table's columns as strings
+    (empty -> NULL), rows in file order, rows whose item id is certainly not a variable of the table left out. Polars streams them
     into a scratch Parquet file in DuckDB's spill folder (returned: the caller removes it);
     a file rather than an Arrow stream, because DuckDB knows a file's size and builds its
     item-id join on the variables, scanning the rows in order and in parallel."""
@@ -91,7 +91,7 @@ def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path)
         scratch.unlink(missing_ok=True)
         raise
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW raw_{table.name} AS SELECT * FROM read_parquet('{scratch}')"
+        f"CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM read_parquet('{scratch}')"
     )
     return scratch
 
@@ -99,7 +99,7 @@ def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path)
 def stage_with_fast_read(
     con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None, run: Callable[[], T]
 ) -> T:
-    """Set up `raw_<name>` (Polars when `enabled`, else DuckDB's reader) and `run()` the
+    """Set up `raw` (Polars when `enabled`, else DuckDB's reader) and `run()` the
     staging; if Polars cannot read the file, DuckDB's reader decides, as it does today."""
     # rows of the staged file in file order, so two runs write the same bytes
     con.execute("SET preserve_insertion_order = true")
