@@ -56,10 +56,11 @@ def enabled(table: RawTable, path: Path | None) -> bool:
 
 def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path) -> Path:
     """`raw` (the view the staging statements read): the table's columns as strings
-    (empty -> NULL), rows in file order, rows whose item id is certainly not a variable of the table left out. Polars streams them
-    into a scratch Parquet file in DuckDB's spill folder (returned: the caller removes it);
-    a file rather than an Arrow stream, because DuckDB knows a file's size and builds its
-    item-id join on the variables, scanning the rows in order and in parallel."""
+    (empty -> NULL), rows in file order, rows whose item id is certainly not a variable of
+    the table left out. Polars streams them into a scratch Parquet file in DuckDB's spill
+    folder (returned: the caller removes it); a file rather than an Arrow stream, because
+    DuckDB knows a file's size and builds its item-id join on the variables, scanning the
+    rows in order and in parallel."""
     import polars as pl
 
     ids = [
