@@ -164,7 +164,10 @@ def table(summary: dict[str, Any], models: list[str]) -> str:
             c = f"{v:.3f} ± {sd:.3f}"
             if m not in ("oracle", "moe"):
                 vd = summary["verdicts"][f][m]
-                c += f" [+{vd['better']}/-{vd['worse']}]"
+                if vd["better"] + vd["worse"] + vd["tie"]:
+                    c += f" [+{vd['better']}/-{vd['worse']}]"
+                else:  # a draw cut short before its bootstrap
+                    c += " [n/a]"
             cells.append(c)
         avg = np.mean([summary["families"][f][m] for f in fams])
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {avg:.3f} |")
