@@ -13,8 +13,8 @@ the columns that the staged table has, and write them out.
   timestamps, append each chunk to one Parquet file (pyarrow `ParquetWriter`).
 - `polars`: `pl.scan_csv` (typed key columns) -> the same columns, item-id and non-null
   `valuenum` filter, both timestamps parsed -> `sink_parquet` (Polars' streaming engine).
-- `duckdb_reader`: our staging with the Polars read turned off (`MOE_STAGING_READER=duckdb`):
-  DuckDB's own serial gzip reader, the staging path before `sql.fast_read`.
+- `duckdb_polars`: our staging with the opt-in Polars read (`MOE_STAGING_READER=polars`,
+  `sql.fast_read`); `duckdb` is the default, DuckDB's own gzip reader.
 - `duckdb_isal`, `duckdb_arrow`: earlier candidate speed-ups of our path (`bench.variants`).
 """
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument(
         "name",
-        choices=["duckdb", "duckdb_reader", "rowreader", "pandas", "polars", "duckdb_isal",
+        choices=["duckdb", "duckdb_polars", "rowreader", "pandas", "polars", "duckdb_isal",
                  "duckdb_arrow"],  # fmt: skip
     )
     ap.add_argument("src", type=Path)
@@ -138,9 +138,9 @@ def main(argv: list[str] | None = None) -> None:
         n = run_pandas(a.src, a.out)
     elif a.name == "polars":
         n = run_polars(a.src, a.out)
-    elif a.name in ("duckdb", "duckdb_reader"):
-        if a.name == "duckdb_reader":
-            os.environ["MOE_STAGING_READER"] = "duckdb"
+    elif a.name in ("duckdb", "duckdb_polars"):
+        if a.name == "duckdb_polars":
+            os.environ["MOE_STAGING_READER"] = "polars"
         n = run_duckdb(a.src, a.out, a.threads, a.memory_limit)
     else:
         n = run_variant(a.name.removeprefix("duckdb_"), a.src, a.out, a.threads, a.memory_limit)

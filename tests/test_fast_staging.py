@@ -64,6 +64,9 @@ def _stage(raw: Path, data: Path, reader: str, monkeypatch: pytest.MonkeyPatch) 
 
 def test_fast_read_is_used_for_the_event_tables_only(monkeypatch: pytest.MonkeyPatch) -> None:
     path = Path("x.csv.gz")
+    monkeypatch.delenv(ENV, raising=False)
+    assert not enabled(RAW_TABLES["chartevents"], path)  # opt-in
+    monkeypatch.setenv(ENV, "polars")
     assert enabled(RAW_TABLES["chartevents"], path) and enabled(RAW_TABLES["labevents"], path)
     assert not enabled(RAW_TABLES["radiology"], path)
     assert not enabled(RAW_TABLES["patients"], path)
