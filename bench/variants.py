@@ -9,7 +9,7 @@ the raw gzip file reaches DuckDB:
 - `arrow_stream`: no scratch file: ISA-L decompresses in a background thread
   (`isal.igzip_threaded`), pyarrow's multithreaded CSV reader parses only the columns the
   staging statement needs (as strings, like `all_varchar`), and DuckDB reads the record
-  batches as the `raw_<table>` view; then the same staging statement and atomic write.
+  batches as the `raw` view; then the same staging statement and atomic write.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def arrow_stream(
         # all_varchar semantics as in raw_view: empty field -> NULL
         proj = ", ".join(f"nullif({c}, '') AS {c}" for c in cols)
         con.execute(
-            f"CREATE OR REPLACE TEMP VIEW raw_{table} AS SELECT {proj} FROM raw_{table}_arrow"
+            f"CREATE OR REPLACE TEMP VIEW raw AS SELECT {proj} FROM raw_{table}_arrow"
         )
         statement = staging_statement(spec)
         limit = StagingParams().max_rejected_fraction

@@ -38,6 +38,7 @@ LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
     EOFError,
 )
 _NOT_REPLACED = "No output was replaced."
+_SQL_MISTAKES = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException)
 
 
 class OutputFolderError(OSError):
@@ -159,7 +160,7 @@ def statement_error(what: str, err: BaseException) -> RuntimeError:
     """A statement over our own tables failed: SQL mistakes (binder, parser, catalog) are
     shown, since they quote SQL, never data; any other error's text is withheld."""
     kind = type(err).__name__
-    if isinstance(err, duckdb.BinderException | duckdb.ParserException | duckdb.CatalogException):
+    if isinstance(err, _SQL_MISTAKES):
         return RuntimeError(f"{what}: {kind}: {str(err).splitlines()[0]}")
     return RuntimeError(
         f"{what}: DuckDB failed ({kind}; details withheld: they may quote row values). "
@@ -177,8 +178,10 @@ def guarded(
     try:
         return fn()
     except LIBRARY_ERRORS + (OSError,) as err:
-        if out is not None and _write_failed(err):
-            problem: Exception = folder_error(out.parent, type(err).__name__)
+        if isinstance(err, _SQL_MISTAKES):  # our SQL, not the file: say so
+            problem: Exception = statement_error(what or str(source), err)
+        elif out is not None and _write_failed(err):
+            problem = folder_error(out.parent, type(err).__name__)
         elif source is not None:
             problem = read_error(source, err)
         elif isinstance(err, OSError):

@@ -384,6 +384,14 @@ def test_library_errors_become_ours_with_nothing_of_the_row_in_the_chain(tmp_pat
             guarded(fail, source=path)
 
 
+    def sql_mistake() -> None:
+        raise duckdb.CatalogException("Catalog Error: Table with name raw does not exist!")
+
+    with pytest.raises(RuntimeError) as err:  # our SQL, not the file: never "truncated"
+        guarded(sql_mistake, source=path, what="staged_radiology")
+    assert "CatalogException" in str(err.value) and "truncated" not in str(err.value)
+
+
 @contextlib.contextmanager
 def _read_only(folder: Path):
     """`folder` read-only for this process: by its mode, or, as root (whom modes do not
