@@ -112,10 +112,12 @@ def stage_with_fast_read(
         return run()
     assert path is not None
     try:
-        scratch = polars_raw_view(con, table, path)
+        scratch: Path | None = polars_raw_view(con, table, path)
     except Exception:  # noqa: BLE001 - any read failure (bad UTF-8, ragged rows, a gzip
         # cut short: Polars' OSError): DuckDB's reader and the gzip check decide, as today
-        raw_view(con, table, path)
+        scratch = None
+    if scratch is None:  # outside the except block: Polars' error (it may quote the row)
+        raw_view(con, table, path)  # must not become the context of the error raised here
         return run()
     try:
         return run()

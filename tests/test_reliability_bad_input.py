@@ -467,3 +467,22 @@ def test_cxr_files_with_only_some_folders_uses_the_present_ones(tmp_path: Path) 
     chosen = pd.read_parquet(tmp_path / "data" / "cohort_cxr.parquet")
     assert chosen["dicom_id"].tolist() == ["d1"]
     assert res["cohort_cxr"].stats["jpg_files_found"] == 1
+
+
+def test_the_fast_read_fallback_chains_nothing_of_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opt-in Polars read falls back to DuckDB's reader when it fails; Polars' error
+    (which may quote the row) must not become the context of the error that follows."""
+    import sql.fast_read as fast_read
+
+    def polars_fails(*args: object) -> Path:
+        raise ValueError(f"could not parse row: {CANARY}")
+
+    monkeypatch.setattr(fast_read, "enabled", lambda table, path: True)
+    monkeypatch.setattr(fast_read, "polars_raw_view", polars_fails)
+    raw = _with_note_text(tmp_path, CANARY.encode() + b" \xff broken", 400)
+    with pytest.raises(RawInputError) as err:
+        build_staged("radiology", raw, tmp_path / "data", SETTINGS)
+    assert "not valid UTF-8" in str(err.value)
+    assert CANARY not in _chain_text(err.value)
