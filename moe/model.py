@@ -52,6 +52,25 @@ def is_projected(d_in: int, proj_dim: int) -> bool:
     return 0 < proj_dim < d_in
 
 
+class EncodedInputs:
+    """For modules with `self.encoders` (one ModalityEncoder per modality): load the train
+    statistics and PCA projections that `moe.train.fit_input_transform` computes."""
+
+    encoders: nn.ModuleDict
+
+    def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
+        for m, (mean, std) in stats.items():
+            enc = self.encoders[m]
+            enc.mean.copy_(mean)  # type: ignore[operator]
+            enc.std.copy_(std)  # type: ignore[operator]
+
+    def set_projections(self, proj: dict[str, Tensor]) -> None:
+        for m, P in proj.items():
+            enc = self.encoders[m]
+            if enc.projected:  # type: ignore[union-attr]
+                enc.proj.copy_(P)  # type: ignore[operator]
+
+
 class ModalityEncoder(nn.Module):
     """Standardise with train statistics (buffers), optionally project onto the top
     `proj_dim` principal directions of the train vectors (a fixed buffer, for inputs wider
@@ -147,7 +166,7 @@ def load_balance_loss(probs: Tensor, dispatch: Tensor, eligible: Tensor) -> Tens
     return (w * f * p).sum()
 
 
-class MoE(nn.Module):
+class MoE(EncodedInputs, nn.Module):
     need: Tensor  # (E, 3) bool buffer: modalities each expert reads
     logit_offset: Tensor  # scalar buffer: -log(pos_weight) after training (prior correction)
 
@@ -192,18 +211,6 @@ class MoE(nn.Module):
     @property
     def n_experts(self) -> int:
         return len(self.subsets)
-
-    def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
-        for m, (mean, std) in stats.items():
-            enc = self.encoders[m]
-            enc.mean.copy_(mean)  # type: ignore[operator]
-            enc.std.copy_(std)  # type: ignore[operator]
-
-    def set_projections(self, proj: dict[str, Tensor]) -> None:
-        for m, P in proj.items():
-            enc = self.encoders[m]
-            if enc.projected:  # type: ignore[union-attr]
-                enc.proj.copy_(P)  # type: ignore[operator]
 
     def eligibility(self, mask: Tensor) -> Tensor:
         """(n, E) bool: expert e is eligible iff every modality it needs is present."""

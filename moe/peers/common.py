@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from moe.data import MODALITIES, Arrays
-from moe.model import ModalityEncoder
+from moe.model import EncodedInputs, ModalityEncoder
 from moe.train import (
     MoEConfig,
     fit_input_transform,
@@ -30,7 +30,7 @@ from moe.train import (
 )
 
 
-class PeerModule(nn.Module):
+class PeerModule(EncodedInputs, nn.Module):
     """Per-modality encoders and the prior-correction offset; subclasses fuse the tokens.
 
     `forward(x, mask)` returns at least `logits` (n,); `balance` (a scalar) when the method
@@ -48,18 +48,6 @@ class PeerModule(nn.Module):
             for m in MODALITIES
         })
         self.register_buffer("logit_offset", torch.zeros(()))
-
-    def set_input_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
-        for m, (mean, std) in stats.items():
-            enc = self.encoders[m]
-            enc.mean.copy_(mean)  # type: ignore[operator]
-            enc.std.copy_(std)  # type: ignore[operator]
-
-    def set_projections(self, proj: dict[str, Tensor]) -> None:
-        for m, P in proj.items():
-            enc = self.encoders[m]
-            if enc.projected:  # type: ignore[union-attr]
-                enc.proj.copy_(P)  # type: ignore[operator]
 
     def encode(self, x: dict[str, Tensor]) -> Tensor:
         """(n, M, W): every modality's token, as if present (callers replace missing ones)."""
