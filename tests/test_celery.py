@@ -250,6 +250,14 @@ def _step_pids(instance: DagsterInstance, run_id: str) -> set[int]:
     }
 
 
+def _step_outcomes(instance: DagsterInstance, run_id: str) -> int:
+    """How many of the run's steps have succeeded or failed."""
+    return sum(
+        len(instance.all_logs(run_id, of_type=t))
+        for t in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE)
+    )
+
+
 def _cache(data: Path) -> dict[str, Any]:
     """Per cache folder: shard files' bytes (sorted), and key -> (ok, vector bytes)."""
     out: dict[str, Any] = {}
@@ -290,10 +298,17 @@ def _kill_on_second_step(victim: Worker, instance: DagsterInstance, driver: Any)
             for r in instance.get_runs()
             if victim.celery_pid() in _step_pids(instance, r.run_id)
         ]
-        unfinished = [r for r in started if not instance.get_run_by_id(r).is_finished]  # type: ignore[union-attr]
-        if len(started) >= 2 and unfinished:
+        # mid-step: started by the victim, no step outcome yet (a run whose step has just
+        # succeeded would finish anyway, and the kill would test nothing)
+        mid_step = [
+            r
+            for r in started
+            if not instance.get_run_by_id(r).is_finished  # type: ignore[union-attr]
+            and not _step_outcomes(instance, r)
+        ]
+        if len(started) >= 2 and mid_step:
             victim.kill()
-            return unfinished[0]
+            return mid_step[0]
         time.sleep(0.5)
     raise AssertionError("the second worker never started a second step")
 
