@@ -22,7 +22,7 @@ from plumbing.dagster_config import About, config_from, config_of, launch_checke
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
 from plumbing.reuse import parquet_stats
-from plumbing.tasks import TASKS, Task
+from plumbing.tasks import TASKS, Task, built_task_names
 from sql import (
     STAGED_NAMES,
     BuildResult,
@@ -91,7 +91,7 @@ def year_group_table(stats: dict[str, Any]) -> str:
 def cohort_metadata(result: BuildResult) -> dict[str, Any]:
     """Counts and rates only (no text, no identifiers)."""
     s = result.stats
-    tasks = s.get("tasks", [t.name for t in TASKS])
+    tasks = built_task_names(s)
     per_split = s["per_split"].values()
     nullable = [t for t in tasks if any(v.get(f"{t}_null") for v in per_split)]
     flow = "| step | rule | stays remaining |\n|---|---|---|\n" + "".join(

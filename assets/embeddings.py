@@ -12,7 +12,6 @@ unpartitioned ones).
 """
 
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -20,8 +19,8 @@ import pandas as pd
 from pydantic import Field
 
 from moe import dataset, image_choice, note_pooling
-from moe.cxr_encoder import CxrEncoder, decode_failures_warning
-from moe.ehr_vectors import build_ehr_vectors
+from moe.cxr_encoder import CxrEncoder, random_weights_refusal
+from moe.ehr_vectors import ehr_vector_table
 from moe.embedding_cache import EmbeddingCache, progress_logger
 from moe.text_encoder import DEFAULT_MAX_CHUNKS, TextEncoder
 from plumbing.atomic import write_json_atomic, write_parquet_atomic
@@ -30,7 +29,7 @@ from plumbing.pools import TORCH_POOL
 from plumbing.resources import ProjectResource, require_table
 from plumbing.reuse import parquet_stats
 from plumbing.settings import ProjectPaths
-from plumbing.tasks import TASK_NAMES
+from plumbing.tasks import built_task_names
 
 note_bucket_partitions = dg.StaticPartitionsDefinition(note_pooling.NOTE_BUCKETS)
 cxr_folder_partitions = dg.StaticPartitionsDefinition(image_choice.CXR_FOLDERS)
@@ -101,18 +100,16 @@ class CxrEmbeddingsConfig(dg.Config):
     log_every: int = Field(default=20, ge=1, description="Log progress every N batches.")
 
 
-# Helpers: inputs with a clear error, encoders from config, progress to the run log.
+# Helpers: inputs with a clear error, encoders from config, warnings to the run log.
 def _read(paths: ProjectPaths, name: str, asset: str, columns: list[str] | None = None) -> pd.DataFrame:
     """Table `name`, or a Failure saying how to build it for `asset`."""
     return pd.read_parquet(require_table(paths, name, asset), columns=columns)
 
 
-def _ints(counts: Mapping[str, float], *names: str) -> dict[str, int]:
-    return {n: int(counts.get(n, 0)) for n in names}
-
-
-def _rate(n: float, seconds: float) -> float:
-    return round(n / seconds, 2) if seconds > 0 and n else 0.0
+def _warn(context: dg.AssetExecutionContext, message: str | None) -> None:
+    """A WARNING in the run log (the library's line: counts, never patient data)."""
+    if message:
+        context.log.warning(message)
 
 
 def _notes_setup(
@@ -125,8 +122,8 @@ def _notes_setup(
         raise dg.Failure(str(e)) from e
     cache = EmbeddingCache(paths.cache_dir, "notes", encoder.model_key, encoder.dim)
     notes = _read(paths, "cohort_notes", "note_embeddings", ["stay_id", "note_id", "charttime"])
-    staged = [paths.table(name) for name in ("staged_discharge", "staged_radiology")]
     cohort = _read(paths, "cohort", "note_embeddings", ["stay_id", "prediction_time"])
+    staged = [paths.table(name) for name in note_pooling.NOTE_TABLES]
     return encoder, cache, staged, *note_pooling.eligible_notes(notes, cohort)
 
 
@@ -134,17 +131,11 @@ def _cxr_setup(
     config: CxrEmbeddingsConfig, paths: ProjectPaths
 ) -> tuple[CxrEncoder, EmbeddingCache, Path, pd.DataFrame, dict[str, int]]:
     """The encoder, its cache, the image root, the images before t0 and drop counts."""
-    if config.cxr_weights == "random" and not paths.is_demo and not config.allow_random_weights:
-        raise dg.Failure(
-            "cxr_weights='random' on real MIMIC data would train on meaningless image features. "
-            "Download torchxrayvision's densenet121-res224-all weights (see moe.cxr_encoder."
-            "WEIGHTS_URL) and set the `cxr_weights` config to the file's path, or set "
-            "allow_random_weights: true to opt in explicitly."
-        )
+    refusal = random_weights_refusal(config.cxr_weights, paths.is_demo, config.allow_random_weights)
+    if refusal:
+        raise dg.Failure(refusal)
     try:
-        encoder = CxrEncoder(
-            weights=config.cxr_weights, **config.model_dump(include=_CXR_ENCODER_FIELDS)
-        )
+        encoder = CxrEncoder(weights=config.cxr_weights, **config.model_dump(include=_CXR_ENCODER_FIELDS))
     except FileNotFoundError as e:
         raise dg.Failure(str(e)) from e
     cache = EmbeddingCache(paths.cache_dir, "cxr", encoder.model_key, encoder.dim)
@@ -171,35 +162,17 @@ def note_embeddings(
     paths = project.paths()
     t_start = time.perf_counter()
     encoder, cache, staged, notes, dropped = _notes_setup(config, paths)
+    half_life = config.recency_half_life_hours
     table, counts = note_pooling.embed_notes_per_stay(
-        encoder, cache, staged, notes, config.recency_half_life_hours, context.log.info,
-        config.log_every,
+        encoder, cache, staged, notes, half_life, context.log.info, config.log_every
     )
     out = write_parquet_atomic(table, paths.table("note_embeddings"))
-    dropped_late = dropped["notes_dropped_at_or_after_t0"]
-    embedded = int(counts.get("notes_embedded_now", 0))
-    _warn_capped(context, encoder, counts)
+    _warn(context, note_pooling.capped_warning(encoder, counts))
+    summary = note_pooling.stays_summary(encoder, table.num_rows, counts, dropped, half_life)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out)),
-            "model": encoder.model_name,
-            "model_revision": encoder.revision,
-            "model_key": encoder.model_key,
-            "device": encoder.device_used,
-            "backend": encoder.backend,
-            "quantization": encoder.quantization,
-            "max_chunks_per_note": encoder.max_chunks_per_note,
-            "notes_capped": int(counts.get("notes_capped", 0)),
-            "dim": encoder.dim,
-            "chunk_tokens": encoder.chunk_tokens,
-            "chunk_overlap": encoder.chunk_overlap,
-            "stay_pooling": f"recency-weighted mean, half-life {config.recency_half_life_hours} h",
-            "stays_with_notes": int(table.num_rows),
-            "notes_eligible": int(counts.get("notes", 0)),
-            **_ints(counts, "notes_embedded_now", "cache_hits", "notes_without_text"),
-            "notes_dropped_at_or_after_t0": dropped_late
-            + int(counts.get("notes_dropped_at_or_after_t0", 0)),
-            "rate_notes_per_s": _rate(embedded, counts.get("embed_seconds", 0.0)),
+            **summary,
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
     )
@@ -221,45 +194,14 @@ def note_embedding_cache(
     shard = context.partition_key
     encoder, cache, staged, notes, _ = _notes_setup(config, project.paths())
     progress = progress_logger(context.log.info, f"notes bucket {shard}", config.log_every)
-    _, c = note_pooling.fill_note_shard(encoder, cache, staged, notes, shard, progress)
-    _warn_capped(context, encoder, c)
+    _, counts = note_pooling.fill_note_shard(encoder, cache, staged, notes, shard, progress)
+    _warn(context, note_pooling.capped_warning(encoder, counts))
     return dg.MaterializeResult(
-        metadata={
-            "bucket": shard,
-            "model": encoder.model_name,
-            "model_key": encoder.model_key,
-            "device": encoder.device_used,
-            "backend": encoder.backend,
-            "notes_capped": int(c.get("notes_capped", 0)),
-            **_ints(c, "notes", "notes_embedded_now", "cache_hits"),
-            "rate_notes_per_s": _rate(c.get("notes_embedded_now", 0), c.get("embed_seconds", 0.0)),
-        }
+        metadata={"bucket": shard, **note_pooling.shard_summary(encoder, counts)}
     )
 
 
-def _warn_capped(
-    context: dg.AssetExecutionContext, encoder: TextEncoder, counts: Mapping[str, float]
-) -> None:
-    """A WARNING with the count of notes cut to `max_chunks_per_note` (never their text)."""
-    capped = int(counts.get("notes_capped", 0))
-    if capped:
-        context.log.warning(
-            f"{capped} note(s) had more than max_chunks_per_note={encoder.max_chunks_per_note} "
-            f"chunks of {encoder.chunk_tokens} tokens: each kept that many, evenly spaced. "
-            "Raise max_chunks_per_note to embed them whole."
-        )
-
-
 # CXR
-def _warn_decode_failures(
-    context: dg.AssetExecutionContext, failed: float, images: float, root: Path
-) -> None:
-    """A WARNING with the count of JPGs that did not decode (never their bytes)."""
-    warning = decode_failures_warning(int(failed), int(images), str(root))
-    if warning:
-        context.log.warning(warning)
-
-
 @dg.asset(
     config_schema=launch_checked(CxrEmbeddingsConfig),
     deps=_CXR_DEPS,
@@ -281,24 +223,14 @@ def cxr_embeddings(
     if not encoder.pretrained:
         context.log.warning("cxr_weights=random: image features are NOT pretrained (demo only).")
     out_dir = paths.data_dir / "cxr_embeddings"
-    counts, per_shard = image_choice.embed_images_per_stay(
+    counts, per_folder = image_choice.embed_images_per_stay(
         encoder, cache, root, images, out_dir, context.log.info, config.log_every
     )
-    _warn_decode_failures(context, counts.get("decode_failures", 0), counts.get("images", 0), root)
-    work = counts.get("images_embedded_now", 0) + counts.get("new_decode_failures", 0)
+    _warn(context, image_choice.undecoded_warning(counts, root, "decode_failures"))
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(out_dir)),
-            "cxr_weights": encoder.weights_desc,
-            "model_id": encoder.model_id,
-            "model_key": encoder.model_key,
-            "device": encoder.device_used,
-            "dim": encoder.dim,
-            "images_eligible": int(counts.get("images", 0)),
-            **_ints(counts, "images_embedded_now", "cache_hits", "decode_failures", "missing_files"),
-            **dropped,
-            "stays_per_folder": dg.MetadataValue.json(per_shard),
-            "rate_images_per_s": _rate(work, counts.get("embed_seconds", 0.0)),
+            **image_choice.stays_summary(encoder, counts, dropped, per_folder),
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
     )
@@ -320,19 +252,10 @@ def cxr_embedding_cache(
     shard = context.partition_key
     encoder, cache, root, images, _ = _cxr_setup(config, project.paths())
     progress = progress_logger(context.log.info, f"cxr {shard}", config.log_every)
-    _, c = image_choice.fill_cxr_shard(encoder, cache, root, images, shard, progress)
-    _warn_decode_failures(context, c.get("new_decode_failures", 0), c.get("images", 0), root)
-    work = c.get("images_embedded_now", 0) + c.get("new_decode_failures", 0)
+    _, counts = image_choice.fill_cxr_shard(encoder, cache, root, images, shard, progress)
+    _warn(context, image_choice.undecoded_warning(counts, root, "new_decode_failures"))
     return dg.MaterializeResult(
-        metadata={
-            "folder": shard,
-            "cxr_weights": encoder.weights_desc,
-            "model_key": encoder.model_key,
-            "device": encoder.device_used,
-            **_ints(c, "images", "images_embedded_now", "cache_hits", "new_decode_failures",
-                    "missing_files"),
-            "rate_images_per_s": _rate(work, c.get("embed_seconds", 0.0)),
-        }
+        metadata={"folder": shard, **image_choice.shard_summary(encoder, counts)}
     )
 
 
@@ -349,28 +272,14 @@ def ehr_vectors(context: dg.AssetExecutionContext, project: ProjectResource) -> 
     paths = project.paths()
     features = _read(paths, "ehr_features", "ehr_vectors")
     cohort = _read(paths, "cohort", "ehr_vectors", ["stay_id", "split"])
-    vectors, std = build_ehr_vectors(features, cohort.set_index("stay_id")["split"])
-    table = dataset.stay_vectors(vectors["stay_id"].astype("int64").tolist(), list(vectors["vector"]))
+    table, std = ehr_vector_table(features, cohort)
     out = write_parquet_atomic(table, paths.table("ehr_vectors"))
     write_json_atomic(std.to_dict(), paths.data_dir / "ehr_vectors.stats.json")
     if std.n_train == 0:
         context.log.warning("No train stays in ehr_features: vectors are not standardised.")
     return dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(out)),
-            "dim": std.dim,
-            "n_values": len(std.columns),
-            "n_missing_indicators": len(std.indicator_names),
-            "n_stays": int(table.num_rows),
-            "n_train_stays_for_statistics": std.n_train,
-        }
+        metadata={"path": dg.MetadataValue.path(str(out)), **std.summary(table.num_rows)}
     )
-
-
-def cohort_tasks(paths: ProjectPaths) -> list[str]:
-    """The label columns of the cohort on disk: the tasks it was built with (its stats),
-    the registry's for a cohort written by other means."""
-    return list(parquet_stats(paths.table("cohort")).get("tasks", TASK_NAMES))
 
 
 @dg.asset(
@@ -387,7 +296,7 @@ def multimodal_dataset(project: ProjectResource) -> dg.MaterializeResult:
         paths.table("ehr_vectors"),
         paths.table("note_embeddings"),
         paths.data_dir / "cxr_embeddings",
-        labels=cohort_tasks(paths),
+        labels=built_task_names(parquet_stats(paths.table("cohort"))),
     )
     try:
         dims = dataset.vector_dims(table)

@@ -40,6 +40,7 @@ __all__ = [
     "decode_failures_warning",
     "decode_image",
     "fill_cxr_cache",
+    "random_weights_refusal",
 ]
 
 CXR_DIM = 1024
@@ -71,6 +72,18 @@ def decode_failures_warning(failed: int, images: int, where: str) -> str | None:
         f"{failed} of {images} X-ray image(s) under {where} did not decode (zero bytes, "
         "truncated, corrupt or too small): those stays count as having no X-ray. Check the "
         "files (e.g. with `identify`) and download them again from PhysioNet."
+    )
+
+
+def random_weights_refusal(weights: str, is_demo: bool, allowed: bool) -> str | None:
+    """Why random weights must not run here (real data, not opted in), or None."""
+    if weights != "random" or is_demo or allowed:
+        return None
+    return (
+        "cxr_weights='random' on real MIMIC data would train on meaningless image features. "
+        "Download torchxrayvision's densenet121-res224-all weights (see moe.cxr_encoder."
+        "WEIGHTS_URL) and set the `cxr_weights` config to the file's path, or set "
+        "allow_random_weights: true to opt in explicitly."
     )
 
 

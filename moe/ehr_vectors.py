@@ -20,8 +20,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-__all__ = ["EhrStandardizer", "build_ehr_vectors", "prepare_features"]
+from moe.dataset import stay_vectors
+
+__all__ = ["EhrStandardizer", "build_ehr_vectors", "ehr_vector_table", "prepare_features"]
 
 _AGGS = ("_mean", "_min", "_max", "_last", "_count")
 
@@ -97,6 +100,16 @@ class EhrStandardizer:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self, n_stays: int) -> dict[str, int]:
+        """Sizes of the vectors of `n_stays` stays (the asset's metadata)."""
+        return {
+            "dim": self.dim,
+            "n_values": len(self.columns),
+            "n_missing_indicators": len(self.indicator_names),
+            "n_stays": int(n_stays),
+            "n_train_stays_for_statistics": self.n_train,
+        }
+
 
 def build_ehr_vectors(
     features: pd.DataFrame, split: pd.Series
@@ -112,3 +125,13 @@ def build_ehr_vectors(
     mat = std.transform(x)
     out = pd.DataFrame({"stay_id": x.index.to_numpy(), "vector": list(mat)})
     return out, std
+
+
+def ehr_vector_table(
+    features: pd.DataFrame, cohort: pd.DataFrame
+) -> tuple[pa.Table, EhrStandardizer]:
+    """`build_ehr_vectors` as the `stay_id, vector` table written to ehr_vectors.parquet.
+    `cohort`: `stay_id, split`."""
+    vectors, std = build_ehr_vectors(features, cohort.set_index("stay_id")["split"])
+    ids = vectors["stay_id"].astype("int64").tolist()
+    return stay_vectors(ids, list(vectors["vector"])), std

@@ -34,14 +34,24 @@ import pyarrow.parquet as pq
 
 from plumbing.atomic import write_parquet_atomic
 
-__all__ = ["EmbeddingCache", "add_counts", "make_model_key", "progress_logger", "sha256_bytes",
-           "sha256_text"]
+__all__ = ["EmbeddingCache", "add_counts", "int_counts", "make_model_key", "per_second",
+           "progress_logger", "sha256_bytes", "sha256_text"]
 
 
 def add_counts(acc: MutableMapping[str, float], more: Mapping[str, float]) -> None:
     """Add each count of `more` (one shard's fill) into `acc` (the run's totals)."""
     for k, v in more.items():
         acc[k] = acc.get(k, 0) + v
+
+
+def int_counts(counts: Mapping[str, float], *names: str) -> dict[str, int]:
+    """`name -> count` as whole numbers for each of `names` (0 where absent)."""
+    return {n: int(counts.get(n, 0)) for n in names}
+
+
+def per_second(n: float, seconds: float) -> float:
+    """`n / seconds` to 2 decimals; 0.0 when nothing was done or no time was measured."""
+    return round(n / seconds, 2) if seconds > 0 and n else 0.0
 
 
 def progress_logger(

@@ -3,6 +3,7 @@
     images, counts = eligible_images(cohort_cxr, cohort)            # adds `shard` (pNN folder)
     counts, per_folder = embed_images_per_stay(encoder, cache, cxr_root, images, out_dir)
     # writes out_dir/pNN.parquet: stay_id, dicom_id, ok, vector; fill_cxr_shard: one folder
+    stays_summary(encoder, counts, dropped, per_folder)  # what the run did: counts only
 
 Work runs by MIMIC-CXR top folder (`files/pNN/...`, `cxr_folder`), so a killed run redoes
 only the folder in flight. Leak guard: an image whose `study_time` is at or after the
@@ -13,15 +14,16 @@ keeps its latest one with `ok = false` and no vector.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from moe.cxr_encoder import CxrEncoder, ProgressFn, fill_cxr_cache
+from moe.cxr_encoder import CxrEncoder, ProgressFn, decode_failures_warning, fill_cxr_cache
 from moe.dataset import prediction_times, vector_column
-from moe.embedding_cache import EmbeddingCache, add_counts, progress_logger
+from moe.embedding_cache import EmbeddingCache, add_counts, int_counts, per_second, progress_logger
 from plumbing.atomic import write_parquet_atomic
 
 CXR_FOLDERS = [f"p{i}" for i in range(10, 20)]
@@ -135,5 +137,54 @@ def embed_images_per_stay(
     return counts, per_shard
 
 
+def _rate(counts: Mapping[str, float]) -> float:
+    """Images per second; a decode failure is work done too."""
+    work = counts.get("images_embedded_now", 0) + counts.get("new_decode_failures", 0)
+    return per_second(work, counts.get("embed_seconds", 0.0))
+
+
+def stays_summary(
+    encoder: CxrEncoder,
+    counts: Mapping[str, float],
+    dropped: Mapping[str, int],
+    per_folder: Mapping[str, int],
+) -> dict[str, Any]:
+    """What `embed_images_per_stay` did, as plain values (the asset's metadata): the
+    encoder, counts (`dropped` from `eligible_images`), stays per folder, images per second."""
+    return {
+        "cxr_weights": encoder.weights_desc,
+        "model_id": encoder.model_id,
+        "model_key": encoder.model_key,
+        "device": encoder.device_used,
+        "dim": encoder.dim,
+        "images_eligible": int(counts.get("images", 0)),
+        **int_counts(counts, "images_embedded_now", "cache_hits", "decode_failures", "missing_files"),
+        **dropped,
+        "stays_per_folder": dict(per_folder),
+        "rate_images_per_s": _rate(counts),
+    }
+
+
+def undecoded_warning(counts: Mapping[str, float], cxr_root: Path, failed: str) -> str | None:
+    """The WARNING line for the `failed` count of `counts` (`decode_failures` of a run,
+    `new_decode_failures` of a shard fill), or None when there are none."""
+    return decode_failures_warning(
+        int(counts.get(failed, 0)), int(counts.get("images", 0)), str(cxr_root)
+    )
+
+
+def shard_summary(encoder: CxrEncoder, counts: Mapping[str, float]) -> dict[str, Any]:
+    """What `fill_cxr_shard` did, as plain values (the partitioned asset's metadata)."""
+    return {
+        "cxr_weights": encoder.weights_desc,
+        "model_key": encoder.model_key,
+        "device": encoder.device_used,
+        **int_counts(counts, "images", "images_embedded_now", "cache_hits", "new_decode_failures",
+                     "missing_files"),
+        "rate_images_per_s": _rate(counts),
+    }
+
+
 __all__ = ["CXR_FOLDERS", "OTHER_SHARD", "cxr_folder", "eligible_images",
-           "embed_images_per_stay", "fill_cxr_shard", "pick_image_per_stay", "stay_images"]
+           "embed_images_per_stay", "fill_cxr_shard", "pick_image_per_stay", "shard_summary",
+           "stay_images", "stays_summary", "undecoded_warning"]

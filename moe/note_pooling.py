@@ -3,6 +3,7 @@
     notes, counts = eligible_notes(cohort_notes, cohort)
     table, c = embed_notes_per_stay(encoder, cache, staged, notes, half_life_hours=720)
     # table: stay_id, n_notes, vector; fill_note_shard(..., "03") fills one bucket only
+    stays_summary(encoder, table.num_rows, c, counts, 720)  # what the run did: counts only
 
 Work is split into 16 buckets of sha256(note_id) (`note_bucket`), so a killed run redoes
 only the bucket in flight and a backfill can spread buckets over processes. Leak guard: a
@@ -15,8 +16,9 @@ it; counts say how many. The stay vector is the recency-weighted mean of its not
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -25,11 +27,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moe.dataset import prediction_times, vector_column
-from moe.embedding_cache import EmbeddingCache, add_counts, progress_logger
+from moe.embedding_cache import EmbeddingCache, add_counts, int_counts, per_second, progress_logger
 from moe.text_encoder import ProgressFn, TextEncoder, fill_note_cache, recency_weighted_mean
 
 N_NOTE_BUCKETS = 16
 NOTE_BUCKETS = [f"{i:02d}" for i in range(N_NOTE_BUCKETS)]
+NOTE_TABLES = ("staged_discharge", "staged_radiology")  # the staged tables with note text
 
 
 def note_bucket(note_id: str) -> str:
@@ -176,6 +179,68 @@ def embed_notes_per_stay(
     return pool_notes_per_stay(pd.concat(rows, ignore_index=True), cache, half_life_hours), counts
 
 
-__all__ = ["NOTE_BUCKETS", "N_NOTE_BUCKETS", "eligible_notes",
+def _rate(counts: Mapping[str, float]) -> float:
+    return per_second(counts.get("notes_embedded_now", 0), counts.get("embed_seconds", 0.0))
+
+
+def stays_summary(
+    encoder: TextEncoder,
+    n_stays: int,
+    counts: Mapping[str, float],
+    dropped: Mapping[str, int],
+    half_life_hours: float,
+) -> dict[str, Any]:
+    """What `embed_notes_per_stay` did, as plain values (the asset's metadata): the
+    encoder and its settings, counts (`dropped` from `eligible_notes` added in) and notes
+    embedded per second. Never a note's text."""
+    return {
+        "model": encoder.model_name,
+        "model_revision": encoder.revision,
+        "model_key": encoder.model_key,
+        "device": encoder.device_used,
+        "backend": encoder.backend,
+        "quantization": encoder.quantization,
+        "max_chunks_per_note": encoder.max_chunks_per_note,
+        "notes_capped": int(counts.get("notes_capped", 0)),
+        "dim": encoder.dim,
+        "chunk_tokens": encoder.chunk_tokens,
+        "chunk_overlap": encoder.chunk_overlap,
+        "stay_pooling": f"recency-weighted mean, half-life {half_life_hours} h",
+        "stays_with_notes": int(n_stays),
+        "notes_eligible": int(counts.get("notes", 0)),
+        **int_counts(counts, "notes_embedded_now", "cache_hits", "notes_without_text"),
+        "notes_dropped_at_or_after_t0": dropped["notes_dropped_at_or_after_t0"]
+        + int(counts.get("notes_dropped_at_or_after_t0", 0)),
+        "rate_notes_per_s": _rate(counts),
+    }
+
+
+def capped_warning(encoder: TextEncoder, counts: Mapping[str, float]) -> str | None:
+    """The WARNING line for notes cut to `max_chunks_per_note` windows (a count, never
+    their text), or None when none was cut."""
+    capped = int(counts.get("notes_capped", 0))
+    if not capped:
+        return None
+    return (
+        f"{capped} note(s) had more than max_chunks_per_note={encoder.max_chunks_per_note} "
+        f"chunks of {encoder.chunk_tokens} tokens: each kept that many, evenly spaced. "
+        "Raise max_chunks_per_note to embed them whole."
+    )
+
+
+def shard_summary(encoder: TextEncoder, counts: Mapping[str, float]) -> dict[str, Any]:
+    """What `fill_note_shard` did, as plain values (the partitioned asset's metadata)."""
+    return {
+        "model": encoder.model_name,
+        "model_key": encoder.model_key,
+        "device": encoder.device_used,
+        "backend": encoder.backend,
+        "notes_capped": int(counts.get("notes_capped", 0)),
+        **int_counts(counts, "notes", "notes_embedded_now", "cache_hits"),
+        "rate_notes_per_s": _rate(counts),
+    }
+
+
+__all__ = ["NOTE_BUCKETS", "NOTE_TABLES", "N_NOTE_BUCKETS", "capped_warning", "eligible_notes",
            "embed_notes_per_stay", "fill_note_shard", "load_note_texts", "note_bucket",
-           "note_shard_rows", "pool_notes_per_stay"]
+           "note_shard_rows", "pool_notes_per_stay", "shard_summary", "stays_summary"]

@@ -435,11 +435,6 @@ class NoteFillStats:
     capped: int = 0  # embedded notes cut to `max_chunks_per_note` windows
     seconds: float = 0.0
 
-    @property
-    def rate(self) -> float:
-        """Notes embedded per second (cache hits excluded)."""
-        return self.embedded / self.seconds if self.seconds > 0 and self.embedded else 0.0
-
 
 def fill_note_cache(
     encoder: TextEncoder,

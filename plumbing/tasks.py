@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TASK_SQL_DIR = Path(__file__).resolve().parents[1] / "sql" / "tasks"
 # cohort columns a task may not shadow
@@ -81,6 +83,12 @@ TASKS: tuple[Task, ...] = (
     ),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
+
+
+def built_task_names(stats: Mapping[str, Any]) -> list[str]:
+    """The label columns of a cohort from its recorded stats: the tasks it was built with,
+    the registry's for a cohort written by other means."""
+    return list(stats.get("tasks", TASK_NAMES))
 
 
 def check_unique(tasks: tuple[Task, ...] | list[Task]) -> None:
