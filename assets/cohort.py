@@ -18,12 +18,13 @@ from dagster import (
     asset_check,
 )
 
-from plumbing.dagster_config import About, config_from, config_of, launch_checked
+from plumbing.dagster_config import config_from, config_of, launch_checked
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
 from plumbing.reuse import parquet_stats
 from plumbing.tasks import TASKS, Task, built_task_names
 from sql import (
+    COHORT_ABOUT,
     STAGED_NAMES,
     BuildResult,
     CohortParams,
@@ -44,20 +45,7 @@ CohortConfig = config_from(
     "CohortConfig",
     "Cohort definition parameters (cohort spec defaults: sql.build.CohortParams).",
     [CohortParams],
-    {
-        "observation_window_hours": About(
-            "W: prediction time t0 = intime + W; stays shorter than W are out.", gt=0
-        ),
-        "long_stay_days": About(
-            "long_los = 1 when the ICU stay is strictly longer than this.", gt=0
-        ),
-        "readmission_days": About(
-            "readmission = 1 when another admission starts within this after discharge.", gt=0
-        ),
-        "ehr_lookback_hours": About(
-            "L: EHR values enter the features from intime - L (until t0).", ge=0, le=168
-        ),
-    },
+    COHORT_ABOUT,  # beside the dataclass, which checks its own values with it
 )
 
 

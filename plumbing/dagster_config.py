@@ -3,7 +3,8 @@
 One source per setting: the library dataclass (`sql.build.CohortParams`,
 `moe.model.ModelConfig`, `moe.train.TrainConfig`) owns each setting's name, type and
 default. `config_from` builds the launchpad's `Config` from it, adding what only the
-launchpad needs: a description and the bounds of each field (`About`). A field without an
+launchpad needs: a description and the bounds of each field (`About`, plumbing/bounds.py,
+where a dataclass may keep its own table and check itself with it). A field without an
 `About`, or an `About` naming no field, is an error, so the two cannot drift apart.
 
 Dagster itself checks types, not pydantic bounds, before a run; pydantic checks the bounds
@@ -29,22 +30,11 @@ from dagster._config import Shape
 from dagster._config.errors import PostProcessingError
 from dagster._config.pythonic_config import infer_schema_from_config_class
 
+from plumbing.bounds import About
+
+__all__ = ["About", "GeneratedConfig", "config_from", "config_of", "launch_checked"]
+
 C = TypeVar("C", bound=Config)
-
-
-@dataclasses.dataclass(frozen=True)
-class About:
-    """The launchpad's description of one setting and its bounds (pydantic's gt/ge/lt/le;
-    on a list, they bound every item)."""
-
-    description: str
-    gt: float | None = None
-    ge: float | None = None
-    lt: float | None = None
-    le: float | None = None
-
-    def bounds(self) -> dict[str, Any]:
-        return {k: v for k in ("gt", "ge", "lt", "le") if (v := getattr(self, k)) is not None}
 
 
 class GeneratedConfig(Config):

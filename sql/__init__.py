@@ -15,6 +15,7 @@ the DuckDB helpers, `sql.errors` what the user reads when input or folder is the
 from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
 from sql.build import (
     ASSET_SQL,
+    COHORT_ABOUT,
     STAGED_NAMES,
     STAGING_SQL,
     BuildResult,
@@ -32,6 +33,7 @@ from sql.runner import load_sql, variable_names
 
 __all__ = [
     "ASSET_SQL",
+    "COHORT_ABOUT",
     "RAW_TABLES",
     "STAGED_NAMES",
     "STAGING_SQL",

@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from plumbing.bounds import About, check_bounds
 from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
 from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, reusable_parquet
 from plumbing.settings import materialize_first
@@ -81,14 +82,34 @@ def code_version(asset: str, tasks: Sequence[Task] = TASKS) -> str:
     return combine(base, [t.digest() for t in tasks]) if asset == "cohort" else base
 
 
+# Each cohort setting's description and bounds: the launchpad's (assets/cohort.py
+# CohortConfig is generated from CohortParams with this table) and the dataclass's own check.
+COHORT_ABOUT: dict[str, About] = {
+    "observation_window_hours": About(
+        "W: prediction time t0 = intime + W; stays shorter than W are out.", gt=0
+    ),
+    "long_stay_days": About("long_los = 1 when the ICU stay is strictly longer than this.", gt=0),
+    "readmission_days": About(
+        "readmission = 1 when another admission starts within this after discharge.", gt=0
+    ),
+    "ehr_lookback_hours": About(
+        "L: EHR values enter the features from intime - L (until t0).", ge=0, le=168
+    ),
+}
+
+
 @dataclass(frozen=True)
 class CohortParams:
-    """The cohort settings; the SQL reads each as a DuckDB variable (`COHORT_VARIABLES`)."""
+    """The cohort settings; the SQL reads each as a DuckDB variable (`COHORT_VARIABLES`).
+    A value outside `COHORT_ABOUT`'s bounds is a ValueError naming the field."""
 
     observation_window_hours: float = 48.0  # W: t0 = intime + W
     long_stay_days: float = 7.0
     readmission_days: float = 30.0
     ehr_lookback_hours: float = 6.0  # EHR values enter the features from intime - this
+
+    def __post_init__(self) -> None:
+        check_bounds(self, COHORT_ABOUT)
 
 
 # DuckDB variable -> (CohortParams field, seconds per unit)

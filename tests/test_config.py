@@ -35,6 +35,42 @@ def test_the_cohort_config_is_the_library_dataclass():
     assert CohortConfig(observation_window_hours=24).to(CohortParams) == CohortParams(24.0)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("observation_window_hours", 0.0, "> 0"),
+        ("observation_window_hours", -5.0, "> 0"),
+        ("observation_window_hours", float("nan"), "> 0"),
+        ("long_stay_days", 0, "> 0"),
+        ("readmission_days", -1.0, "> 0"),
+        ("ehr_lookback_hours", -0.5, ">= 0 and <= 168"),
+        ("ehr_lookback_hours", 169.0, ">= 0 and <= 168"),
+        ("ehr_lookback_hours", "6", ">= 0 and <= 168"),
+    ],
+)
+def test_cohort_params_refuse_a_value_out_of_bounds_without_dagster(field, value, allowed):
+    """The library dataclass checks itself (a notebook's `build_cohort` too), with the
+    bounds the launchpad uses: the error names the field, the value and the range."""
+    with pytest.raises(ValueError) as err:
+        CohortParams(**{field: value})
+    assert str(err.value).startswith(f"CohortParams.{field} = {value!r} is out of range")
+    assert f"must be a number {allowed}" in str(err.value)
+
+
+def test_cohort_params_accept_their_bounds_and_share_them_with_the_launchpad():
+    from assets.cohort import CohortConfig
+    from sql.build import COHORT_ABOUT
+
+    CohortParams(observation_window_hours=0.5, ehr_lookback_hours=0, readmission_days=1e-3)
+    CohortParams(ehr_lookback_hours=168)
+    for name, about in COHORT_ABOUT.items():
+        field = CohortConfig.model_fields[name]
+        assert field.description == about.description
+        assert {k: getattr(m, k) for m in field.metadata for k in about.bounds() if hasattr(m, k)} == (
+            about.bounds()
+        )
+
+
 def test_the_model_config_is_the_library_dataclasses():
     from assets.models import FIT_FIELDS, BaselinesConfig, MoETrainConfig, moe_config
 
