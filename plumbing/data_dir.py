@@ -4,8 +4,11 @@
 2. the folder's source record (`source.json`: the demo, or which MOE_MIMIC_ROOT) is
    checked: a run from another source refuses to touch the folder (`SourceMismatchError`,
    naming both sources and the way out); a new folder records the run's source;
-3. once per process: group/other bits come off everything already in the folder, and the
-   temp files of atomic writes whose writer process died are removed (plumbing/atomic.py).
+3. once per process: group/other bits come off what is already in the folder
+   (`make_private_once`: everything the first time this version opens the folder, recorded
+   in `.owner_only`; later only the folder's own entries, since what our processes write
+   is owner-only already: umask, atomic writes), and the temp files of atomic writes
+   whose writer process died are removed (plumbing/atomic.py).
 
 `python -m plumbing.reset` re-records the source on purpose (plumbing/reset.py).
 """
@@ -19,15 +22,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from plumbing.atomic import remove_dead_temps, temp_path, write_json_atomic
+from plumbing.atomic import remove_dead_temps, temp_path, write_json_atomic, write_text_atomic
 from plumbing.private import make_private_tree, private_umask
 from plumbing.settings import ProjectPaths, ensure_private_dir
 
 __all__ = [
+    "OWNER_ONLY_STAMP",
+    "OWNER_ONLY_VERSION",
     "SOURCE_FILE",
     "SourceMismatchError",
     "check_source",
     "describe_source",
+    "make_private_once",
     "open_data_dir",
     "read_source",
     "record_source",
@@ -35,6 +41,10 @@ __all__ = [
 ]
 
 SOURCE_FILE = "source.json"
+# The stamp of a folder walked by `make_private_once`. Raise the version when the walk
+# fixes more than before: every folder stamped with an older one is walked again.
+OWNER_ONLY_STAMP = ".owner_only"
+OWNER_ONLY_VERSION = 1
 log = logging.getLogger(__name__)
 _opened: set[tuple[int, str]] = set()
 
@@ -152,6 +162,28 @@ def mismatch_message(data_dir: Path, recorded: dict[str, Any], wanted: dict[str,
     )
 
 
+def _stamped(stamp: Path) -> bool:
+    try:
+        return stamp.read_text(encoding="utf-8").strip() == str(OWNER_ONLY_VERSION)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def make_private_once(root: Path) -> int:
+    """Group/other bits off what `root` holds: everything the first time (then the walk is
+    recorded in `root/.owner_only`), only `root`'s own entries when a process of this
+    version walked it before (a file a shell or another program put there, e.g. a CLI
+    log). Returns how many entries changed; a missing root is nothing to do."""
+    if not root.is_dir():
+        return 0
+    stamp = root / OWNER_ONLY_STAMP
+    if _stamped(stamp):
+        return make_private_tree(root, depth=1)
+    changed = make_private_tree(root)
+    write_text_atomic(f"{OWNER_ONLY_VERSION}\n", stamp)
+    return changed
+
+
 def open_data_dir(paths: ProjectPaths) -> ProjectPaths:
     """Everything a run does to the data folder before it writes there; returns `paths`."""
     private_umask()
@@ -160,7 +192,7 @@ def open_data_dir(paths: ProjectPaths) -> ProjectPaths:
     key = (os.getpid(), str(paths.data_dir))
     if key not in _opened:
         _opened.add(key)
-        make_private_tree(paths.data_dir)
+        make_private_once(paths.data_dir)
         removed = remove_dead_temps(paths.data_dir)
         if removed:
             log.warning(
@@ -175,12 +207,13 @@ def private_at_load() -> None:
     """When the code location loads (every Dagster process that runs our code): owner-only
     umask, inherited by the run and step processes it starts, so compute logs and event
     logs are written 0600; and group/other bits off what is already in DAGSTER_HOME (the
-    run storage and compute logs of earlier runs). Never stops the code from loading."""
+    run storage and compute logs of earlier runs: walked once, `make_private_once`).
+    Never stops the code from loading."""
     private_umask()
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         return
     try:
-        make_private_tree(home)
+        make_private_once(Path(home))
     except OSError as err:
         log.warning("could not make %s owner-only: %s", home, err)

@@ -9,8 +9,9 @@ Two layers:
   It is set when the code location loads, when a run resolves its paths, and by every
   atomic write (plumbing/atomic.py).
 - `make_private_tree()` takes group/other bits off what already exists (written by an
-  earlier version, or before the umask was set): run once per process over the data
-  folder and over Dagster's storage under DAGSTER_HOME.
+  earlier version, or before the umask was set): over the data folder and over Dagster's
+  storage under DAGSTER_HOME, once per folder (`plumbing.data_dir.make_private_once`
+  records the walk in the folder; later processes fix only the folder's own entries).
 
 Only files and folders the current user owns are changed; symlinks are never followed.
 No Dagster import (moe/, sql/ and synthetic/ reach this through plumbing.atomic).
@@ -53,9 +54,12 @@ def make_private(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def make_private_tree(root: str | os.PathLike[str], include_root: bool = False) -> int:
-    """`make_private` on everything below `root` (and `root` itself if `include_root`).
-    Returns how many entries changed. A missing root is nothing to do."""
+def make_private_tree(
+    root: str | os.PathLike[str], include_root: bool = False, depth: int | None = None
+) -> int:
+    """`make_private` on everything below `root` (`depth` 1: its own entries only; and
+    `root` itself if `include_root`). Returns how many entries changed. A missing root is
+    nothing to do."""
     base = Path(root)
     if not base.is_dir():
         return 0
@@ -63,4 +67,6 @@ def make_private_tree(root: str | os.PathLike[str], include_root: bool = False) 
     for folder, dirs, files in os.walk(base, followlinks=False):
         for name in (*dirs, *files):
             changed += make_private(os.path.join(folder, name))
+        if depth == 1:
+            break
     return changed

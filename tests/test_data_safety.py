@@ -133,6 +133,71 @@ def test_files_of_an_earlier_version_become_owner_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(data.stat().st_mode) == 0o755
 
 
+def _full_walks(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The roots `plumbing.data_dir` walks whole from now on (not the top-level checks)."""
+    import plumbing.data_dir as data_dir
+
+    walks: list[Path] = []
+    walk = data_dir.make_private_tree
+
+    def counted(root: Path, include_root: bool = False, depth: int | None = None) -> int:
+        if depth is None:
+            walks.append(Path(root))
+        return walk(root, include_root, depth)
+
+    monkeypatch.setattr(data_dir, "make_private_tree", counted)
+    return walks
+
+
+def test_a_stamped_folder_is_not_walked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data folder and DAGSTER_HOME are walked once, by the first process: every later
+    one (each step process of every run) finds the stamp and checks the top entries only."""
+    import plumbing.data_dir as data_dir
+
+    walks = _full_walks(monkeypatch)
+    raw = build_raw(tmp_path / "raw")
+    data, home = (tmp_path / "data").resolve(), (tmp_path / "home").resolve()
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    project = ProjectResource(data_dir=str(data), mimic_root=str(raw))
+    for _ in range(3):
+        monkeypatch.setattr(data_dir, "_opened", set())  # what a new process starts with
+        project.paths()
+        private_at_load()
+    assert walks == [data, home]
+    assert (data / data_dir.OWNER_ONLY_STAMP).read_text() == f"{data_dir.OWNER_ONLY_VERSION}\n"
+    late = home / "cli.log"  # put there by a shell under umask 022, after the stamp
+    late.write_text("x")
+    late.chmod(0o644)
+    private_at_load()
+    assert walks == [data, home] and stat.S_IMODE(late.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("stamp", [None, "0\n"], ids=["no_stamp", "older_stamp"])
+def test_a_folder_of_an_older_version_is_walked_and_stamped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stamp: str | None
+) -> None:
+    import plumbing.data_dir as data_dir
+
+    walks = _full_walks(monkeypatch)
+    data, home = (tmp_path / "data").resolve(), (tmp_path / "home").resolve()
+    old = {data: data / "cache" / "notes" / "m" / "b00-x.parquet", home: home / "storage" / "r1" / "s.err"}
+    for root, path in old.items():
+        path.parent.mkdir(parents=True)
+        path.write_text("written by an earlier version under umask 022")
+        path.chmod(0o644)
+        path.parent.chmod(0o755)
+        if stamp is not None:
+            (root / data_dir.OWNER_ONLY_STAMP).write_text(stamp)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    ProjectResource(data_dir=str(data), mimic_root=str(build_raw(tmp_path / "raw"))).paths()
+    private_at_load()
+    assert walks == [data, home]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in old.values()] == [0o600, 0o600]
+    assert _not_private(data, include_root=False) == [] and _not_private(home, False) == []
+    assert (home / data_dir.OWNER_ONLY_STAMP).read_text() == f"{data_dir.OWNER_ONLY_VERSION}\n"
+
+
 def test_make_private_tree_follows_no_symlink(tmp_path: Path) -> None:
     outside = tmp_path / "outside.csv"
     outside.write_text("x")
