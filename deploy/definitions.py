@@ -20,6 +20,7 @@ dependency-free, and the tags live in one YAML file that the tests check.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 from collections.abc import Mapping
@@ -64,29 +65,27 @@ def executor_config(name: str) -> dict[str, Any]:
     return dict(doc["execution"]["config"])
 
 
+# executor name -> (module, executor definition, what the image needs for it)
+_EXECUTOR_IMPORTS = {
+    "k8s": ("dagster_k8s", "k8s_job_executor", "dagster-k8s in the image (pip install dagster-k8s)"),
+    "celery": ("dagster_celery", "celery_executor", "dagster-celery (pip install dagster-celery)"),
+}
+
+
 def executor_for(name: str) -> ExecutorDefinition | None:
     """None (Dagster's default executor) for "" or "multiprocess"; else the configured
     k8s or Celery executor. The import happens only here, so the local code location never
     needs dagster-k8s or dagster-celery."""
     if name in ("", "multiprocess"):
         return None
-    if name == "k8s":
-        try:
-            from dagster_k8s import k8s_job_executor
-        except ImportError as exc:  # pragma: no cover - depends on the image
-            raise RuntimeError(
-                "MOE_EXECUTOR=k8s needs dagster-k8s in the image (pip install dagster-k8s)."
-            ) from exc
-        return k8s_job_executor.configured(executor_config("k8s"), name="k8s_job_executor")
-    if name == "celery":
-        try:
-            from dagster_celery import celery_executor
-        except ImportError as exc:  # pragma: no cover - depends on the image
-            raise RuntimeError(
-                "MOE_EXECUTOR=celery needs dagster-celery (pip install dagster-celery)."
-            ) from exc
-        return celery_executor.configured(executor_config("celery"), name="celery_executor")
-    raise ValueError(f"MOE_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
+    if name not in _EXECUTOR_IMPORTS:
+        raise ValueError(f"MOE_EXECUTOR={name!r}: expected one of {', '.join(EXECUTORS)}")
+    module, executor, needs = _EXECUTOR_IMPORTS[name]
+    try:
+        definition = getattr(importlib.import_module(module), executor)
+    except ImportError as exc:  # pragma: no cover - depends on the image
+        raise RuntimeError(f"MOE_EXECUTOR={name} needs {needs}.") from exc
+    return definition.configured(executor_config(name), name=executor)
 
 
 def build_definitions(

@@ -76,29 +76,27 @@ def _env(tmp_path: Path) -> dict[str, str]:
 # --- dagster definitions validate --------------------------------------------------------
 
 
-def test_dagster_definitions_validate(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [DAGSTER, "definitions", "validate", "-m", "pipelines.definitions"],
+def _validate(tmp_path: Path, *where: str) -> subprocess.CompletedProcess[str]:
+    """`dagster definitions validate` of a code location."""
+    return subprocess.run(
+        [DAGSTER, "definitions", "validate", *where],
         cwd=ROOT,
         env=_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_dagster_definitions_validate(tmp_path: Path) -> None:
+    proc = _validate(tmp_path, "-m", "pipelines.definitions")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_deploy_code_location_validates(tmp_path: Path) -> None:
     """deploy/definitions.py with the default executor: what the cluster image loads,
     minus the executor (which needs dagster-k8s / dagster-celery)."""
-    proc = subprocess.run(
-        [DAGSTER, "definitions", "validate", "-f", "deploy/definitions.py", "-d", str(ROOT)],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _validate(tmp_path, "-f", "deploy/definitions.py", "-d", str(ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
