@@ -79,6 +79,10 @@ MoETrainConfig = config_from(
         "ensemble": About("Independently seeded MoEs averaged (mean logit); 1: a single MoE.", ge=1),
         "class_weight": About("'balanced' (pos_weight = n_neg / n_pos) or 'none'."),
         "prior_correction": About("Subtract log(pos_weight) from the logits at inference."),
+        "calibration": About(
+            "MoE only. 'platt': refit sigmoid(a * logit + b) on the validation stays (a > 0: "
+            "AUROC unchanged, probabilities calibrated); 'none'."
+        ),
         "seed": About("Seed for init, batches and dropout.", ge=0),
         "device": About("'auto' (CUDA when present), 'cpu', 'cuda'."),
         "threads": About("torch CPU threads while fitting (0: torch default).", ge=0),

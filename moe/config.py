@@ -78,6 +78,9 @@ class TrainConfig:
     ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
     class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"
     prior_correction: bool = True  # subtract log(pos_weight) from logits at inference
+    # MoE only: "platt" refits sigmoid(a * logit + b) on the validation stays after training
+    # (a > 0, so rankings and AUROC are unchanged; probabilities are calibrated); "none"
+    calibration: str = "platt"
     seed: int = 0
     # where it runs
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ValueError("ema must be in [0, 1)")
         if self.class_weight not in ("balanced", "none"):
             raise ValueError("class_weight must be 'balanced' or 'none'")
+        if self.calibration not in ("platt", "none"):
+            raise ValueError("calibration must be 'platt' or 'none'")
 
 
 TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))

@@ -331,19 +331,42 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
+IDENTITY = (1.0, 0.0)
+
+
+def platt_scaling(logits: np.ndarray, y: np.ndarray, min_per_class: int = 10) -> tuple[float, float]:
+    """(a, b) of the logistic fit P(y=1) = sigmoid(a * logit + b) (Platt, 1999), unpenalised.
+
+    Why: early stopping on AUPRC, class weighting and seed averaging leave the MoE's ranking
+    good but its probabilities a little over- or under-confident; two numbers fitted on the
+    validation stays fix that without touching the ranking. Identity when either class has
+    fewer than `min_per_class` rows, or when the fit would not keep the order (a <= 0)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, dtype=float)
+    if min((y == 1).sum(), (y == 0).sum()) < min_per_class:
+        return IDENTITY
+    lr = LogisticRegression(C=1e12, max_iter=1000).fit(np.asarray(logits, float)[:, None], y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    return (a, b) if a > 0 and math.isfinite(a) and math.isfinite(b) else IDENTITY
+
+
 class FittedMoE:
     """A trained MoE for one task. `predict_proba(table, drop=None)` -> (n,) probabilities;
-    `gate_weights(table)` -> (n, n_experts) routing weights (columns `expert_names`)."""
+    `gate_weights(table)` -> (n, n_experts) routing weights (columns `expert_names`).
+    `calibration` (a, b): probabilities are sigmoid(a * logit + b) (`platt_scaling`)."""
 
     kind = "moe"
 
     def __init__(
-        self, module: MoE | MoEEnsemble, task: str, config: MoEConfig, history: dict | None = None
+        self, module: MoE | MoEEnsemble, task: str, config: MoEConfig, history: dict | None = None,
+        calibration: tuple[float, float] = IDENTITY,
     ):
         self.module = module
         self.task = task
         self.config = config
         self.history = history or {}
+        self.calibration = (float(calibration[0]), float(calibration[1]))
 
     @property
     def dims(self) -> dict[str, int]:
@@ -361,8 +384,9 @@ class FittedMoE:
         return extract(table, None, dims=self.dims, drop=drop)
 
     def predict_arrays(self, a: Arrays) -> np.ndarray:
-        logits = predict_module(self.module, a, self.device)
-        return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float64)
+        scale, bias = self.calibration
+        z = scale * predict_module(self.module, a, self.device).astype(np.float64) + bias
+        return 1.0 / (1.0 + np.exp(-z))
 
     def predict_proba(self, table: Table, drop: Drop = None) -> np.ndarray:
         """One probability per row. `drop`: modality name(s) to hide for every row, or
@@ -385,6 +409,7 @@ class FittedMoE:
             "dims": self.dims,
             "expert_names": self.expert_names,
             "config": self.config.to_dict(),
+            "calibration": list(self.calibration),
             "history": self.history,
         }
         write_json_atomic(meta, d / "config.json", sort_keys=False, default=str)
@@ -398,7 +423,8 @@ class FittedMoE:
         blob = torch.load(d / "model.pt", map_location=device, weights_only=True)
         module.load_state_dict(blob["state_dict"])
         module.to(torch.device(resolve_device(device))).eval()
-        return cls(module, meta["task"], cfg, meta.get("history"))
+        calibration = tuple(meta.get("calibration", IDENTITY))  # older saves: none
+        return cls(module, meta["task"], cfg, meta.get("history"), (calibration[0], calibration[1]))
 
 
 def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -> FittedMoE:
@@ -424,7 +450,12 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
                 "epochs_run": sum(h["epochs_run"] for h in hists),
                 "seconds": sum(h["seconds"] for h in hists),
             }
-    return FittedMoE(module, task, cfg, hist)
+        calibration = IDENTITY
+        if cfg.calibration == "platt" and va.y is not None and len(va):
+            device = next(module.parameters()).device
+            calibration = platt_scaling(predict_module(module, va, device), va.y)
+        hist["calibration"] = list(calibration)
+    return FittedMoE(module, task, cfg, hist, calibration)
 
 
 def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:

@@ -13,7 +13,7 @@ import moe
 from moe.metrics import auroc
 from moe.model import ModelConfig, MoE, load_balance_loss, route
 from moe.toydata import make_table
-from moe.train import FittedMoE, MoEConfig, TrainConfig, modality_dropout
+from moe.train import FittedMoE, MoEConfig, TrainConfig, modality_dropout, platt_scaling
 
 torch.set_num_threads(1)
 DIMS = {"ehr": 6, "notes": 5, "cxr": 4}
@@ -231,11 +231,13 @@ def test_seed_ensemble_averages_members_and_round_trips(tmp_path):
     assert len(ens.module.members) == 2 and ens.expert_names == single.expert_names
     # member 0 is the single model with the same seed; the prediction is the mean logit
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    m0 = FittedMoE(ens.module.members[0], "mortality", single.config)
+    m0 = FittedMoE(ens.module.members[0], "mortality", single.config, None, single.calibration)
     m1 = FittedMoE(ens.module.members[1], "mortality", single.config)
     assert np.allclose(m0.predict_proba(table), single.predict_proba(table), atol=1e-6)
-    mean = (logit(m0.predict_proba(table)) + logit(m1.predict_proba(table))) / 2
-    assert np.allclose(logit(ens.predict_proba(table)), mean, atol=1e-4)
+    raw0 = FittedMoE(ens.module.members[0], "mortality", single.config)
+    mean = (logit(raw0.predict_proba(table)) + logit(m1.predict_proba(table))) / 2
+    a, b = ens.calibration  # the ensemble's Platt scaling acts on the mean logit
+    assert np.allclose(logit(ens.predict_proba(table)), a * mean + b, atol=1e-4)
     assert not np.allclose(m0.predict_proba(table), m1.predict_proba(table))
     assert ens.gate_weights(table).shape == (len(table), len(ens.expert_names))
     ens.save(tmp_path)
@@ -264,3 +266,35 @@ def test_config_is_split_into_architecture_and_training_but_reads_and_writes_fla
         MoEConfig(top_k=0)
     assert set(flat) == {f.name for f in fields(ModelConfig)} | {
         f.name for f in fields(TrainConfig)} | {"extra"}
+
+
+def test_platt_scaling_recovers_a_known_logistic_map():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=200_000)
+    y = (rng.random(len(z)) < 1 / (1 + np.exp(-(2.0 * z - 1.0)))).astype(float)
+    a, b = platt_scaling(z, y)
+    assert abs(a - 2.0) < 0.03 and abs(b + 1.0) < 0.03
+    # too few of one class, or a fit that would reverse the ranking: no calibration
+    assert platt_scaling(z[:50], np.r_[np.ones(5), np.zeros(45)]) == (1.0, 0.0)
+    assert platt_scaling(-z, y) == (1.0, 0.0)
+
+
+def test_calibration_keeps_the_ranking_and_matches_validation_prevalence(tmp_path):
+    table = make_table(1500, seed=5, dims={"ehr": 6, "notes": 9, "cxr": 12})[0]
+    cfg = {**FAST, "max_epochs": 3}
+    raw = moe.fit(table, "mortality", {**cfg, "calibration": "none"})
+    cal = moe.fit(table, "mortality", {**cfg, "calibration": "platt"})
+    assert raw.calibration == (1.0, 0.0) and cal.calibration != (1.0, 0.0)
+    p_raw, p_cal = raw.predict_proba(table), cal.predict_proba(table)
+    # the same network, so the same order of stays: a monotone map of the raw probabilities
+    order = np.argsort(p_raw, kind="stable")
+    assert (np.diff(p_cal[order]) >= -1e-12).all()
+    # an unpenalised logistic fit with an intercept matches the mean of what it was fitted on
+    val = (table.split == "val").to_numpy() & table.mortality.notna().to_numpy()
+    y_val = table.mortality.to_numpy()[val]
+    assert abs(p_cal[val].mean() - y_val.mean()) < 1e-4
+    assert abs(p_raw[val].mean() - y_val.mean()) > abs(p_cal[val].mean() - y_val.mean())
+    cal.save(tmp_path)
+    back = moe.load(tmp_path)
+    assert back.calibration == cal.calibration
+    assert np.array_equal(back.predict_proba(table), p_cal)
