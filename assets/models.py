@@ -54,11 +54,15 @@ MoETrainConfig = config_from(
         # architecture (ModelConfig)
         "width": About("Shared token width of the modality encoders.", ge=1),
         "expert_hidden": About("Hidden width of each expert MLP.", ge=1),
+        "expert_layers": About("Hidden layers of each expert MLP.", ge=1, le=4),
         "experts_per_subset": About("Experts per modality subset (7 subsets).", ge=1),
         "top_k": About("Experts chosen per stay among the eligible ones (<= routed experts).", ge=1),
         "dropout": About("Dropout inside encoders and experts.", ge=0, lt=1),
         "input_dropout": About("Dropout on the standardised input vectors.", ge=0, lt=1),
-        "encoder_layers": About("1: Linear -> GELU; 2: Linear -> GELU -> Linear.", ge=1, le=2),
+        "encoder_layers": About(
+            "0: Linear (linear tokens); 1: Linear -> GELU; 2: Linear -> GELU -> Linear -> GELU.",
+            ge=0, le=2,
+        ),
         "proj_dim": About(
             "Project inputs wider than this onto their top train principal components "
             "(0: off). Applied to the neural baselines too.",
@@ -67,6 +71,10 @@ MoETrainConfig = config_from(
         "availability_masking": About("Mask experts needing absent modalities."),
         "single_expert": About("Ablation: one expert, no mixture."),
         "shared_expert": About("Add an always-on expert over all tokens."),
+        "linear_skip": About(
+            "Add a linear path from the inputs (zero where missing) and a per-pattern intercept "
+            "to the logit; the experts model the rest."
+        ),
         # training (TrainConfig)
         "modality_dropout": About("P(hide an available modality) in training.", ge=0, lt=1),
         "lr": About("AdamW learning rate.", gt=0),

@@ -26,6 +26,7 @@ class ModelConfig:
 
     width: int = 128  # shared token width W
     expert_hidden: int = 128
+    expert_layers: int = 1  # hidden layers per expert (routed and shared)
     subsets: tuple[tuple[str, ...], ...] = ALL_SUBSETS  # modality subsets that get experts
     experts_per_subset: int = 1
     top_k: int = 2  # routed experts per stay (among the eligible), plus the shared expert
@@ -37,6 +38,10 @@ class ModelConfig:
     availability_masking: bool = True
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
+    # a linear path from the standardised (projected) inputs, zero where missing, plus one
+    # intercept per availability pattern, added to the head's logit (wide-and-deep): the
+    # experts then model what is not linear
+    linear_skip: bool = False
 
     def __post_init__(self) -> None:
         self.subsets = tuple(tuple(s) for s in self.subsets)
@@ -46,6 +51,8 @@ class ModelConfig:
                 raise ValueError(f"expert subset {s!r} must be a non-empty subset of {MODALITIES}")
         if self.top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if self.expert_layers < 1:
+            raise ValueError("expert_layers must be >= 1")
 
     def expert_subsets(self) -> list[tuple[str, ...]]:
         if self.single_expert:

@@ -91,29 +91,40 @@ class ModalityEncoder(nn.Module):
         d = proj_dim if self.projected else d_in
         if self.projected:
             self.register_buffer("proj", torch.eye(d_in)[:, :proj_dim].clone())
-        mods: list[nn.Module] = [nn.Dropout(input_dropout), nn.Linear(d, width), nn.GELU()]
+        mods: list[nn.Module] = [nn.Dropout(input_dropout), nn.Linear(d, width)]
+        if layers >= 1:  # 0: a linear token, so the experts' first layer sees the inputs
+            mods.append(nn.GELU())
         if layers > 1:
             mods += [nn.Dropout(dropout), nn.Linear(width, width), nn.GELU()]
         self.net = nn.Sequential(*mods)
 
-    def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
+    @property
+    def d_inputs(self) -> int:
+        """Width of `standardise`'s output."""
+        return cast(nn.Linear, self.net[1]).in_features
+
+    def standardise(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, proj_dim or d_in)
         z = (x - self.mean) / self.std
-        if self.projected:
-            z = z @ self.proj
-        return self.net(z)
+        return z @ self.proj if self.projected else z
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
+        return self.net(self.standardise(x))
 
 
 class Expert(nn.Module):
-    def __init__(self, d_in: int, hidden: int, width: int, dropout: float):
+    """MLP d_in -> hidden (GELU, dropout) [-> hidden, `layers` - 1 more times] -> width."""
+
+    def __init__(self, d_in: int, hidden: int, width: int, dropout: float, layers: int = 1):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width)
-        )
+        mods: list[nn.Module] = [nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout)]
+        for _ in range(layers - 1):
+            mods += [nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout)]
+        self.net = nn.Sequential(*mods, nn.Linear(hidden, width))
 
     @property
-    def layers(self) -> tuple[nn.Linear, nn.Linear]:
-        """(first, second) linear layers, for the batched evaluation in `MoE.expert_outputs`."""
-        return cast(nn.Linear, self.net[0]), cast(nn.Linear, self.net[3])
+    def layers(self) -> list[nn.Linear]:
+        """The linear layers in order, for the batched evaluation in `MoE.expert_outputs`."""
+        return [cast(nn.Linear, m) for m in self.net if isinstance(m, nn.Linear)]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -196,7 +207,8 @@ class MoE(EncodedInputs, nn.Module):
             nn.Linear((len(MODALITIES) + 1) * W, W), nn.GELU(), nn.Linear(W, E)
         )
         self.experts = nn.ModuleList(
-            [Expert(len(s) * W, cfg.expert_hidden, W, cfg.dropout) for s in self.subsets]
+            [Expert(len(s) * W, cfg.expert_hidden, W, cfg.dropout, cfg.expert_layers)
+             for s in self.subsets]
         )
         # (E, 3) which modalities each expert needs
         need = torch.tensor([[m in s for m in MODALITIES] for s in self.subsets], dtype=torch.bool)
@@ -204,8 +216,17 @@ class MoE(EncodedInputs, nn.Module):
         self.expert_drop = nn.Dropout(cfg.dropout)
         self.shared: Expert | None = None
         if cfg.shared_expert and not cfg.single_expert:
-            self.shared = Expert(len(MODALITIES) * W, cfg.expert_hidden, W, cfg.dropout)
+            self.shared = Expert(len(MODALITIES) * W, cfg.expert_hidden, W, cfg.dropout,
+                                 cfg.expert_layers)
         self.head = nn.Sequential(nn.LayerNorm(W), nn.Linear(W, 1))
+        self.skip: nn.Linear | None = None
+        self.skip_bias: nn.Embedding | None = None
+        if cfg.linear_skip:
+            d_lin = sum(cast(ModalityEncoder, e).d_inputs for e in self.encoders.values())
+            self.skip = nn.Linear(d_lin, 1, bias=False)
+            nn.init.zeros_(self.skip.weight)
+            self.skip_bias = nn.Embedding(2 ** len(MODALITIES), 1)
+            nn.init.zeros_(self.skip_bias.weight)
         self.register_buffer("logit_offset", torch.zeros(()))
 
     @property
@@ -231,10 +252,9 @@ class MoE(EncodedInputs, nn.Module):
         zero = tok.new_zeros(H, W)
         w1s: list[Tensor] = []
         b1s: list[Tensor] = []
-        w2s: list[Tensor] = []
-        b2s: list[Tensor] = []
+        later: list[list[nn.Linear]] = []
         for e, s in zip(self.experts, self.subsets, strict=True):
-            lin1, lin2 = cast(Expert, e).layers
+            lin1, *rest = cast(Expert, e).layers
             blocks: list[Tensor] = []
             pos = 0
             for m in MODALITIES:
@@ -245,22 +265,31 @@ class MoE(EncodedInputs, nn.Module):
                     blocks.append(zero)
             w1s.append(torch.cat(blocks, dim=1))
             b1s.append(lin1.bias)
-            w2s.append(lin2.weight)
-            b2s.append(lin2.bias)
+            later.append(rest)
         E = len(w1s)
         h = torch.addmm(torch.cat(b1s), tok, torch.cat(w1s, dim=0).t())  # (n, E*H)
         h = self.expert_drop(nn.functional.gelu(h)).view(-1, E, H).transpose(0, 1)  # (E, n, H)
-        out = torch.baddbmm(torch.stack(b2s).unsqueeze(1), h, torch.stack(w2s).transpose(1, 2))
-        return out.transpose(0, 1)  # (n, E, W)
+        for i in range(len(later[0])):  # hidden layers, then the output layer, batched over E
+            w = torch.stack([r[i].weight for r in later]).transpose(1, 2)
+            b = torch.stack([r[i].bias for r in later]).unsqueeze(1)
+            h = torch.baddbmm(b, h, w)
+            if i < len(later[0]) - 1:
+                h = self.expert_drop(nn.functional.gelu(h))
+        return h.transpose(0, 1)  # (n, E, W)
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """x[m] (n, d_m), mask (n, 3) bool -> logits (n,), weights (n, E), balance (scalar)."""
         tokens = {}
+        linear_in = []
         for j, m in enumerate(MODALITIES):
-            enc = self.encoders[m](x[m])  # (n, W)
+            encoder = cast(ModalityEncoder, self.encoders[m])
+            z = encoder.standardise(x[m])
+            enc = encoder.net(z)  # (n, W)
             present = mask[:, j : j + 1]
             # torch.where: rows without m never see (nor send gradient to) their x[m]
             tokens[m] = torch.where(present, enc, self.missing[m].expand_as(enc))
+            if self.skip is not None:
+                linear_in.append(torch.where(present, z, torch.zeros_like(z)))
         bits = (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
         gate_in = torch.cat([tokens[m] for m in MODALITIES] + [self.avail_emb(bits)], dim=1)
         logits_g = self.gate(gate_in)  # (n, E)
@@ -271,6 +300,9 @@ class MoE(EncodedInputs, nn.Module):
         if self.shared is not None:
             mixed = mixed + self.shared(tok)
         logits = self.head(mixed).squeeze(1) + self.logit_offset
+        if self.skip is not None and self.skip_bias is not None:
+            logits = logits + self.skip(torch.cat(linear_in, dim=1)).squeeze(1)
+            logits = logits + self.skip_bias(bits).squeeze(1)
         return {
             "logits": logits,
             "weights": weights,

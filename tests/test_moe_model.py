@@ -170,9 +170,10 @@ def test_unused_frame_columns_are_ignored(toy, fitted):
     assert np.array_equal(fitted.predict_proba(extra), fitted.predict_proba(toy[0]))
 
 
-def test_batched_experts_equal_calling_each_expert():
+@pytest.mark.parametrize("layers", [1, 2])
+def test_batched_experts_equal_calling_each_expert(layers):
     torch.manual_seed(0)
-    model = MoE(DIMS, ModelConfig(width=16, expert_hidden=8)).eval()
+    model = MoE(DIMS, ModelConfig(width=16, expert_hidden=8, expert_layers=layers)).eval()
     tok = torch.randn(10, 3 * 16)
     parts = dict(zip(("ehr", "notes", "cxr"), tok.split(16, dim=1), strict=True))
     ref = torch.stack(
