@@ -71,10 +71,6 @@ MoETrainConfig = config_from(
         "availability_masking": About("Mask experts needing absent modalities."),
         "single_expert": About("Ablation: one expert, no mixture."),
         "shared_expert": About("Add an always-on expert over all tokens."),
-        "linear_skip": About(
-            "Add a linear path from the inputs (zero where missing) and a per-pattern intercept "
-            "to the logit; the experts model the rest."
-        ),
         # training (TrainConfig)
         "modality_dropout": About("P(hide an available modality) in training.", ge=0, lt=1),
         "lr": About("AdamW learning rate.", gt=0),

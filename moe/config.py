@@ -38,10 +38,6 @@ class ModelConfig:
     availability_masking: bool = True
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
-    # a linear path from the standardised (projected) inputs, zero where missing, plus one
-    # intercept per availability pattern, added to the head's logit (wide-and-deep): the
-    # experts then model what is not linear
-    linear_skip: bool = False
 
     def __post_init__(self) -> None:
         self.subsets = tuple(tuple(s) for s in self.subsets)

@@ -98,17 +98,11 @@ class ModalityEncoder(nn.Module):
             mods += [nn.Dropout(dropout), nn.Linear(width, width), nn.GELU()]
         self.net = nn.Sequential(*mods)
 
-    @property
-    def d_inputs(self) -> int:
-        """Width of `standardise`'s output."""
-        return cast(nn.Linear, self.net[1]).in_features
-
-    def standardise(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, proj_dim or d_in)
-        z = (x - self.mean) / self.std
-        return z @ self.proj if self.projected else z
-
     def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
-        return self.net(self.standardise(x))
+        z = (x - self.mean) / self.std
+        if self.projected:
+            z = z @ self.proj
+        return self.net(z)
 
 
 class Expert(nn.Module):
@@ -219,14 +213,6 @@ class MoE(EncodedInputs, nn.Module):
             self.shared = Expert(len(MODALITIES) * W, cfg.expert_hidden, W, cfg.dropout,
                                  cfg.expert_layers)
         self.head = nn.Sequential(nn.LayerNorm(W), nn.Linear(W, 1))
-        self.skip: nn.Linear | None = None
-        self.skip_bias: nn.Embedding | None = None
-        if cfg.linear_skip:
-            d_lin = sum(cast(ModalityEncoder, e).d_inputs for e in self.encoders.values())
-            self.skip = nn.Linear(d_lin, 1, bias=False)
-            nn.init.zeros_(self.skip.weight)
-            self.skip_bias = nn.Embedding(2 ** len(MODALITIES), 1)
-            nn.init.zeros_(self.skip_bias.weight)
         self.register_buffer("logit_offset", torch.zeros(()))
 
     @property
@@ -280,16 +266,11 @@ class MoE(EncodedInputs, nn.Module):
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """x[m] (n, d_m), mask (n, 3) bool -> logits (n,), weights (n, E), balance (scalar)."""
         tokens = {}
-        linear_in = []
         for j, m in enumerate(MODALITIES):
-            encoder = cast(ModalityEncoder, self.encoders[m])
-            z = encoder.standardise(x[m])
-            enc = encoder.net(z)  # (n, W)
+            enc = self.encoders[m](x[m])  # (n, W)
             present = mask[:, j : j + 1]
             # torch.where: rows without m never see (nor send gradient to) their x[m]
             tokens[m] = torch.where(present, enc, self.missing[m].expand_as(enc))
-            if self.skip is not None:
-                linear_in.append(torch.where(present, z, torch.zeros_like(z)))
         bits = (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
         gate_in = torch.cat([tokens[m] for m in MODALITIES] + [self.avail_emb(bits)], dim=1)
         logits_g = self.gate(gate_in)  # (n, E)
@@ -300,9 +281,6 @@ class MoE(EncodedInputs, nn.Module):
         if self.shared is not None:
             mixed = mixed + self.shared(tok)
         logits = self.head(mixed).squeeze(1) + self.logit_offset
-        if self.skip is not None and self.skip_bias is not None:
-            logits = logits + self.skip(torch.cat(linear_in, dim=1)).squeeze(1)
-            logits = logits + self.skip_bias(bits).squeeze(1)
         return {
             "logits": logits,
             "weights": weights,
