@@ -26,13 +26,15 @@ class ModelConfig:
 
     width: int = 128  # shared token width W
     expert_hidden: int = 128
-    expert_layers: int = 1  # hidden layers per expert (routed and shared)
+    expert_layers: int = 2  # hidden layers per expert (routed and shared)
     subsets: tuple[tuple[str, ...], ...] = ALL_SUBSETS  # modality subsets that get experts
     experts_per_subset: int = 1
     top_k: int = 2  # routed experts per stay (among the eligible), plus the shared expert
     dropout: float = 0.1
     input_dropout: float = 0.0  # dropout on the standardised input vectors
-    encoder_layers: int = 1  # 1: Linear -> GELU; 2: Linear -> GELU -> Linear
+    # 0: Linear (a linear token: the experts' first layer sees the inputs, so cross-modality
+    # terms are formed there, as in early fusion); 1: Linear -> GELU; 2: ... -> Linear -> GELU
+    encoder_layers: int = 0
     proj_dim: int = 64  # >0: inputs wider than this go through a fixed train-PCA projection
     # ablation switches
     availability_masking: bool = True
@@ -76,7 +78,8 @@ class TrainConfig:
     batch_size: int = 512
     max_epochs: int = 40
     patience: int = 8
-    balance_weight: float = 0.01
+    balance_weight: float = 0.0  # the MoE's load-balancing loss weight
+    peer_balance_weight: float = 0.01  # the routing loss weight of FuseMoE and Flex-MoE
     ema: float = 0.0  # >0: evaluate and keep an exponential moving average of the weights
     ensemble: int = 3  # mean logit of this many MoEs seeded seed, seed+1, ... (1: one MoE)
     class_weight: str = "balanced"  # "balanced" (pos_weight = n_neg / n_pos) or "none"

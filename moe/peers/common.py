@@ -4,7 +4,10 @@ pool of sparsely evaluated experts, the balance penalty of the sparsely-gated Mo
 Every peer reads the same inputs as the MoE: each modality's cached vector, standardised
 with train statistics and, when wider than `proj_dim`, projected on its train principal
 directions (`moe.model.ModalityEncoder`, loaded by `moe.train.fit_input_transform`), then
-Linear -> GELU to the token width `cfg.width`. They train with `moe.train.train_module`
+Linear -> GELU to the token width `cfg.width` (always one nonlinear layer,
+`PEER_ENCODER_LAYERS`, as the published methods encode each modality; the MoE's
+`encoder_layers` is its own), and their routing losses have their own weight
+(`peer_balance_weight`, 0.01, the MoE's being `balance_weight`). They train with `moe.train.train_module`
 (class-weighted BCE, AdamW, early stopping on val AUPRC, seeds) without modality dropout
 (none of the published methods uses it) and get the same prior correction, so that a
 difference from the MoE measures the fusion method, not the plumbing.
@@ -29,12 +32,14 @@ from moe.train import (
     train_module,
 )
 
+PEER_ENCODER_LAYERS = 1  # Linear -> GELU per modality, as the published methods encode
+
 
 class PeerModule(EncodedInputs, nn.Module):
     """Per-modality encoders and the prior-correction offset; subclasses fuse the tokens.
 
     `forward(x, mask)` returns at least `logits` (n,); `balance` (a scalar) when the method
-    has an auxiliary routing loss (added with weight `cfg.balance_weight`)."""
+    has an auxiliary routing loss (added with weight `cfg.peer_balance_weight`)."""
 
     logit_offset: Tensor
 
@@ -44,7 +49,7 @@ class PeerModule(EncodedInputs, nn.Module):
         self.dims = {m: int(dims[m]) for m in MODALITIES}
         self.encoders = nn.ModuleDict({
             m: ModalityEncoder(self.dims[m], cfg.width, cfg.dropout, cfg.input_dropout,
-                               cfg.encoder_layers, cfg.proj_dim)
+                               PEER_ENCODER_LAYERS, cfg.proj_dim)
             for m in MODALITIES
         })
         self.register_buffer("logit_offset", torch.zeros(()))
@@ -135,6 +140,7 @@ def fit_peer(cls: type[PeerModule], tr: Arrays, va: Arrays, cfg: MoEConfig
     """Seeded init, input transform from the train rows, the method's training stages, and
     the MoE's prior correction."""
     assert tr.y is not None
+    cfg = cfg.replace(balance_weight=cfg.peer_balance_weight)  # the peers' own routing loss
     seed_everything(cfg.seed)
     module = cls(tr.dims(), cfg)
     fit_input_transform(module, tr, cfg.proj_dim)

@@ -11,7 +11,7 @@ What defines the method, kept here:
 - **per-modality routers** (FuseMoE's `router_type="permod"`): each modality's token is
   routed by its own router over one shared pool of experts, and the routed outputs of the
   modalities are summed;
-- the balance penalty cv²(importance) + cv²(load) per router (weight `cfg.balance_weight`);
+- the balance penalty cv²(importance) + cv²(load) per router (weight `cfg.peer_balance_weight`);
 - **missing modalities** as FuseMoE treats them: a missing modality's token is a trainable
   indicator embedding (one per modality), which goes through attention and routing like
   any other token;
