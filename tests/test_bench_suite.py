@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.suite import summarise
+from bench.suite import summarise, targets
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,3 +75,32 @@ def test_summary_arithmetic_on_known_records() -> None:
     assert s["verdicts"]["a"]["x"] == {"better": 0, "worse": 1, "tie": 1}
     assert ["b", 0, "x"] in s["competitor_better_beyond_noise"]
     assert ["b", 0, "y"] in s["competitor_better_beyond_noise"]
+
+
+def test_shift_target_is_held_against_early_fusion_and_the_peers_only() -> None:
+    models = ["moe", "cxr_only", "early_fusion", "fusemoe"]
+    summary = {"families": {}, "shift": {"availability_shift": {
+        "moe": {"drop": -0.009}, "cxr_only": {"drop": -0.084},
+        "early_fusion": {"drop": -0.006}, "fusemoe": {"drop": 0.001}}}}
+    line = [t for t in targets({**summary, "moe_minus_best_per_family": {"f": 0.0},
+                                "competitor_better_beyond_noise": [], "moe_minus_best": 0.0,
+                                "best_competitor": "x", "worst_oracle_gap": 0.0,
+                                "worst_moe_ece": 0.0}, models) if "drop" in t]
+    assert len(line) == 1 and "(early_fusion)" in line[0] and line[0].endswith("(met)")
+    summary["shift"]["availability_shift"]["fusemoe"]["drop"] = -0.02
+    line = [t for t in targets({**summary, "moe_minus_best_per_family": {"f": 0.0},
+                                "competitor_better_beyond_noise": [], "moe_minus_best": 0.0,
+                                "best_competitor": "x", "worst_oracle_gap": 0.0,
+                                "worst_moe_ece": 0.0}, models) if "drop" in t]
+    assert "(fusemoe)" in line[0] and line[0].endswith("(missed)")
+
+
+def test_fit_time_reports_seconds_for_each_family() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.fit_time", "--rows", "600", "--families", "small_data"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["rows"] == 600 and set(out["seconds"]) == {"small_data"}
+    assert out["seconds"]["small_data"] > 0
