@@ -76,16 +76,17 @@ def variable_names() -> list[str]:
 
 
 def feature_columns_sql() -> str:
-    """The `{{feature_columns}}` block of ehr_features.sql, one group per variable."""
+    """The `{{feature_columns}}` block of ehr_features.sql, one group per variable: the
+    pivot of the per-(stay, variable) aggregates (at most one row per stay and variable)."""
     parts = []
     for var in variable_names():
         f = f"FILTER (WHERE e.variable = '{var}')"
         parts += [
-            f"avg(e.value) {f} AS {var}_mean",
-            f"min(e.value) {f} AS {var}_min",
-            f"max(e.value) {f} AS {var}_max",
-            f"first(e.value ORDER BY e.charttime DESC, e.value DESC) {f} AS {var}_last",
-            f"count(e.value) {f} AS {var}_count",
+            f"any_value(e.mean) {f} AS {var}_mean",
+            f"any_value(e.min) {f} AS {var}_min",
+            f"any_value(e.max) {f} AS {var}_max",
+            f"any_value(e.last) {f} AS {var}_last",
+            f"coalesce(any_value(e.count) {f}, 0) AS {var}_count",
         ]
     return ",\n    ".join(parts)
 
