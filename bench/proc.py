@@ -25,6 +25,8 @@ class Measurement:
     rc: int
     stdout: str
     stderr: str
+    # user + system CPU seconds of the process and the descendants it waited for (wait4)
+    cpu_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -86,13 +88,16 @@ def run_measured(
     th.start()
     deadline = None if timeout is None else t0 + timeout
     status = 0
+    cpu = 0.0
     while True:
-        pid, status = os.waitpid(p.pid, os.WNOHANG)
+        pid, status, usage = os.wait4(p.pid, os.WNOHANG)
         if pid != 0:
+            cpu = usage.ru_utime + usage.ru_stime
             break
         if deadline is not None and time.perf_counter() > deadline:
             _kill_tree(p.pid)
-            pid, status = os.waitpid(p.pid, 0)
+            pid, status, usage = os.wait4(p.pid, 0)
+            cpu = usage.ru_utime + usage.ru_stime
             break
         time.sleep(0.005)
     wall = time.perf_counter() - t0
@@ -107,6 +112,7 @@ def run_measured(
         rc=p.returncode,
         stdout=out_f.read(),
         stderr=err_f.read(),
+        cpu_s=cpu,
     )
     for f in (out_f, err_f):
         f.close()
