@@ -15,15 +15,16 @@ from bench.chartgen import cached_chartevents
 from bench.proc import Measurement, python_cmd, run_measured
 
 CONTENDERS = ["zcat", "duckdb", "polars", "pandas", "rowreader"]
-# our staging with the opt-in Polars read, measured beside it (the ISA-L candidates of
+# our staging with its other readers, measured beside it (the ISA-L candidates of
 # bench/variants.py are still runnable by name: `python -m bench.contenders duckdb_isal`)
-CANDIDATES = ["duckdb_polars"]
+CANDIDATES = ["duckdb_reader", "duckdb_polars"]
 LABELS = {
-    "duckdb_polars": "candidate: our staging with the opt-in Polars read",
+    "duckdb_reader": "our staging, DuckDB's gzip reader + separate check (previous default)",
+    "duckdb_polars": "candidate: our staging with the opt-in whole-file Polars read",
     "duckdb_isal": "candidate: ISA-L gunzip to scratch .csv, then our staging",
     "duckdb_arrow": "candidate: ISA-L thread -> pyarrow CSV -> DuckDB, same SQL",
     "zcat": "`zcat file > /dev/null` (floor)",
-    "duckdb": "MoE-Health staging (DuckDB -> Parquet)",
+    "duckdb": "MoE-Health staging (streamed read -> DuckDB -> Parquet)",
     "polars": "Polars scan_csv -> filter, timestamps -> sink_parquet",
     "pandas": "pandas read_csv chunks + usecols -> Parquet",
     "rowreader": "csv.DictReader row by row (mimic3-benchmarks style) -> CSV",

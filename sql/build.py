@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,14 @@ import duckdb
 import pyarrow as pa
 
 from plumbing.bounds import About, check_bounds
-from plumbing.raw_layout import RAW_TABLES, RawInputError, RawTable
+from plumbing.raw_layout import RAW_TABLES, RawTable
 from plumbing.reuse import combine, file_identity, parquet_key, parquet_stats, reusable_parquet
 from plumbing.settings import materialize_first
 from plumbing.tasks import TASKS, Task, check_unique
 from sql.errors import guarded, writable
-from sql.fast_read import stage_with_fast_read
+from sql.fast_read import stage_source
 from sql.runner import (
     VARIABLES_CSV,
-    check_gzip,
     check_rejections,
     code_hash,
     connect,
@@ -211,18 +209,16 @@ def build_staged(
         check_rejections(source or out, reused.stats, params.max_rejected_fraction)
         reused.warnings = warnings + staging_warnings(source, reused.stats)
         return reused
-    # a truncated download must fail before any output is replaced: the whole-file check
-    # runs in a thread while DuckDB parses, and is awaited before the output is committed
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"check-{name}")
-    checked = pool.submit(check_gzip, source) if source is not None else None
+    # a truncated download must fail before any output is replaced: the whole-file gzip
+    # check runs beside the parse (or is the streamed read's own inflate) and completes
+    # before the output is committed (`sql.fast_read.stage_source`)
     con = connect(settings)
-    failed: RawInputError | None = None
     try:
-        stats = stage_with_fast_read(  # Polars read for the big event tables, else raw_view
+        stats = stage_source(
             con,
             table,
             source,
-            lambda: stage_table(
+            lambda **read: stage_table(
                 con,
                 staging_statement(table),
                 out,
@@ -230,17 +226,11 @@ def build_staged(
                 source,
                 params.max_rejected_fraction,
                 extra_stats={"source": str(source) if source else "absent"},
-                before_commit=checked.result if checked is not None else None,
+                **read,
             ),
         )
-    except RawInputError as err:
-        failed = err
     finally:
         con.close()
-        pool.shutdown(wait=True)
-    if failed is not None:
-        gzip_failure = checked.exception() if checked is not None else None
-        raise (gzip_failure or failed) from None  # the gzip's own error names the real cause
     return BuildResult(out, fingerprint, stats, False, warnings + staging_warnings(source, stats))
 
 

@@ -1,60 +1,92 @@
-"""Fast raw read for the two big event tables (chartevents, labevents): Polars parses the
-CSV(.gz) on every core, DuckDB runs the unchanged staging statement over the result.
+"""Fast raw read for the two big event tables (chartevents, labevents).
 
-DuckDB reads a `.csv.gz` serially (one gzip stream, one thread); Polars inflates and parses
-it in parallel. Here Polars only tokenises (every column a string, exactly what
-`runner.raw_view`'s `all_varchar` read gives the staging SQL) and drops the rows whose item
-id it reads as an integer outside the table's variables: a *superset* pre-filter, because
-every string Polars reads as an integer DuckDB's `TRY_CAST` reads as the same integer, and
-strings Polars cannot read (`' 220045'`, `'220045.0'`, empty) are kept for the SQL to
-decide. So the staging statement sees the same candidate rows in the same order, and its
-typing, item-id filter, rejection reasons and counts are the statement's own.
+Three readers, chosen by `MOE_STAGING_READER` (`reader()`):
 
-Everything around the read stays as it is (`sql.build.build_staged`): the whole-file gzip
-check runs beside the read and is awaited before the output is replaced, the write is
-atomic, the fingerprint is the same. When Polars cannot read a file (bad UTF-8, ragged
-rows, a header it sees differently), the staging falls back to DuckDB's own reader, whose
-error (or result) is today's. It is opt-in (`MOE_STAGING_READER=polars`): measured on the
-2-core machine at 8 M rows it was not reliably faster than DuckDB's own reader (best of 3:
-9.3 s against 6.1 s; Polars' own staging 4.9 s), because the staging statement over the
-candidate rows, not the parse, is the larger half; see bench/RESULTS.md.
+- `stream` (the default): the file is inflated once, by ISA-L in a thread, in pieces of
+  about `PIECE_BYTES` that end at a record boundary (a newline outside quotes). Polars
+  tokenises each piece (on every core; every column a string, exactly what
+  `runner.raw_view`'s `all_varchar` read gives the staging SQL) and drops the rows whose
+  item id it reads as an integer outside the table's variables: a *superset* pre-filter,
+  because every string Polars reads as an integer DuckDB's `TRY_CAST` reads as the same
+  integer, and strings Polars cannot read (`' 220045'`, `'220045.0'`, empty) are kept for
+  the SQL to decide. DuckDB runs the unchanged staging statement over each piece's
+  candidate rows, in file order, into one scratch Parquet file per piece. That one inflate
+  is also the whole-file gzip integrity check (ISA-L verifies every member's CRC and
+  length, and a stream that stops before its end-of-stream marker is refused), and it
+  ends before the output can be replaced, because the last piece is only handed over
+  after it: the separate `check_gzip` pass, a second inflate, is not needed. Memory stays
+  flat: at most two pieces are inflated ahead of the parse.
+- `polars` (opt-in, the previous candidate): Polars reads the whole `.csv.gz` itself into
+  one scratch Parquet file of candidate rows; `check_gzip` runs beside it.
+- `duckdb`: DuckDB's own (serial) gzip reader over the whole file, `check_gzip` beside it.
 
-Polars writes the candidate rows in file order to a scratch Parquet file (lz4, in DuckDB's
-spill folder, removed afterwards) that DuckDB reads with insertion order preserved, so the
-staged Parquet is byte-identical between runs on the same input, and the same bytes as
-DuckDB's own reader stages.
+With every reader the staging statement sees the same candidate rows in the same order,
+so its typing, item-id filter, rejection reasons and counts are the statement's own, and
+the staged Parquet is byte-identical between readers and between runs (the connection
+preserves insertion order). When Polars cannot read a file (bad UTF-8, ragged rows, a
+header it sees differently), the staging falls back to DuckDB's own reader, whose error
+(or result) is today's. Everything else stays as it is (`sql.build.build_staged`): the
+write is atomic and the fingerprint is the same.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
+import queue
+import threading
 import uuid
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 
-from plumbing.raw_layout import RawTable
-from sql.runner import raw_view
+from plumbing.atomic import TEMP_PATTERN
+from plumbing.raw_layout import RawInputError, RawTable
+from sql.errors import gzip_error, read_error
+from sql.runner import ParsedWriter, _inflate_module, check_gzip, raw_view
 
-__all__ = ["FAST_TABLES", "enabled", "polars_raw_view", "stage_with_fast_read"]
+__all__ = [
+    "FAST_TABLES",
+    "PIECE_BYTES",
+    "READERS",
+    "enabled",
+    "polars_raw_view",
+    "reader",
+    "stage_source",
+    "stage_with_fast_read",
+]
 
 # table -> `variables.source` of the item ids its staging statement keeps
 FAST_TABLES = {"chartevents": "chart", "labevents": "lab"}
 ENV = "MOE_STAGING_READER"
+READERS = ("stream", "polars", "duckdb")
+DEFAULT_READER = "stream"
+PIECE_BYTES = 24 << 20  # inflated bytes per piece (~250k rows; under glibc's 32 MiB mmap cap,
+# so pieces reuse heap memory instead of faulting in fresh pages)
 T = TypeVar("T")
 
 
+def reader(table: RawTable, path: Path | None) -> str:
+    """The reader `table` at `path` goes through: `MOE_STAGING_READER` (default `stream`)
+    for the big event tables when Polars is installed, else `duckdb`."""
+    if path is None or table.name not in FAST_TABLES:
+        return "duckdb"
+    choice = os.environ.get(ENV, DEFAULT_READER).strip().lower() or DEFAULT_READER
+    if choice not in READERS:
+        raise ValueError(f"{ENV}={choice!r}: expected one of {', '.join(READERS)}")
+    if choice != "duckdb" and importlib.util.find_spec("polars") is None:
+        return "duckdb"
+    return choice
+
+
 def enabled(table: RawTable, path: Path | None) -> bool:
-    """Whether `table` at `path` goes through the Polars read."""
-    return (
-        path is not None
-        and table.name in FAST_TABLES
-        and os.environ.get(ENV, "duckdb").strip().lower() == "polars"
-        and importlib.util.find_spec("polars") is not None
-    )
+    """Whether `table` at `path` goes through the opt-in whole-file Polars read."""
+    return reader(table, path) == "polars"
 
 
 def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path) -> Path:
@@ -98,6 +130,316 @@ def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path)
         f"CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM read_parquet('{scratch}')"
     )
     return scratch
+
+
+class _PolarsRefused(Exception):
+    """Polars could not read a piece (or the header): DuckDB's reader decides."""
+
+
+def _record_end(buf: bytes, quotes_before: int = 0) -> int:
+    """The index after the last newline of `buf` outside quotes, `quotes_before` quote
+    characters having come since the last record boundary (a doubled quote inside a field
+    counts twice, so parity still tells); 0 when there is none."""
+    nl = buf.rfind(b"\n")
+    if nl < 0:
+        return 0
+    quotes = quotes_before + buf.count(b'"', 0, nl)
+    while quotes % 2:
+        prev = buf.rfind(b"\n", 0, nl)
+        if prev < 0:
+            return 0
+        quotes -= buf.count(b'"', prev, nl)
+        nl = prev
+    return nl + 1
+
+
+def _chunks(path: Path, read_bytes: int = 1 << 20, max_out: int = 1 << 23) -> Iterator[bytes]:
+    """The file's bytes, inflated when it is a `.gz`, in blocks of at most `max_out`. The
+    inflate is `runner.check_gzip`'s (every member, to its end-of-stream marker), so a
+    truncated or corrupt download raises its RawInputError when the blocks run out."""
+    gz = path.suffix == ".gz"
+    z = _inflate_module()
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, z.error)
+    problem: Exception | None = None
+    try:
+        with path.open("rb") as f:
+            if not gz:
+                while block := f.read(max_out):
+                    yield block
+                return
+            d = z.decompressobj(wbits=31)
+            pending = False  # input given to the current gzip member, not yet at its end
+            while block := f.read(read_bytes):
+                while block:
+                    pending = True
+                    data = d.decompress(block, max_out)
+                    block = d.unconsumed_tail
+                    if d.eof:  # member complete: the next one may follow
+                        block = d.unused_data + block
+                        d = z.decompressobj(wbits=31)
+                        pending = False
+                    if data:
+                        yield data
+            if pending:
+                raise EOFError("the compressed stream ends before its end-of-stream marker")
+    except errors as err:
+        problem = gzip_error(path, type(err).__name__) if gz else read_error(path, err)
+    if problem is not None:
+        raise problem from None  # outside the except block: no cause, no context
+
+
+def _pieces(path: Path, size: int) -> Iterator[bytes]:
+    """The inflated file in pieces of about `size` bytes, each ending at a record end.
+    A piece is cut inside its last block, so each byte is copied once (by the join)."""
+    parts: list[bytes] = []
+    held = quotes = 0  # bytes and quote characters in `parts`
+    for data in _chunks(path):
+        held += len(data)
+        end = _record_end(data, quotes) if held >= size else 0
+        if not end:  # short of a piece, or no record ends in this block: keep reading
+            parts.append(data)
+            quotes += data.count(b'"')
+            continue
+        parts.append(data[:end])
+        yield b"".join(parts) if len(parts) > 1 else parts[0]
+        parts = [data[end:]] if end < len(data) else []
+        held = len(data) - end
+        quotes = parts[0].count(b'"') if parts else 0
+    if parts:
+        yield b"".join(parts)
+
+
+def _produce(items: Callable[[], Iterator[Any]], out: queue.Queue[Any], stop: threading.Event) -> None:
+    """Put `items()` into `out` (each item, then None; or the error raised), until `stop`."""
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in items():
+            if not put(item):
+                return
+    except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
+        put(err)
+        return
+    put(None)
+
+
+def _drain(source: queue.Queue[Any], stop: threading.Event) -> Iterator[Any]:
+    """The items `_produce` puts into `source`, raising the error it hands over."""
+    while not stop.is_set():
+        try:
+            item = source.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise item  # ours (the inflate's RawInputError, _PolarsRefused): no row content
+        yield item
+
+
+def _candidate_tables(pieces: Iterator[bytes], table: RawTable, ids: list[int]) -> Iterator[Any]:
+    header: list[str] | None = None
+    for piece in pieces:
+        if header is None:
+            header, piece = _header(piece)
+        yield _candidates(piece, header, table, ids)
+
+
+def _header(piece: bytes) -> tuple[list[str], bytes]:
+    """The header's column names and the rest of the first piece."""
+    nl = piece.find(b"\n")
+    line = piece if nl < 0 else piece[:nl]
+    names: list[str] | None = None
+    if line.count(b'"') % 2 == 0:
+        try:
+            text = line.decode("utf-8-sig").removesuffix("\r")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            names = next(csv.reader([text]), [])
+    if not names or len(set(names)) != len(names):
+        raise _PolarsRefused  # a header Polars could see differently: DuckDB decides
+    return names, b"" if nl < 0 else piece[nl + 1 :]
+
+
+def _valid_utf8(piece: bytes) -> bool:
+    """Whether the whole piece is UTF-8 (DuckDB checks every column, Polars the ones it
+    reads): arrow's validation over the bytes in place."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = pa.py_buffer(np.array([0, len(piece)], dtype=np.int64))
+    arr = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(piece)])
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _candidates(piece: bytes, header: list[str], table: RawTable, ids: list[int]) -> Any:
+    """The piece's candidate rows (`polars_raw_view`'s pre-filter) as an Arrow table."""
+    import polars as pl
+
+    item = pl.col("itemid").cast(pl.Int32, strict=False)
+    frame = None
+    if _valid_utf8(piece):
+        try:
+            frame = (
+                pl.scan_csv(
+                    piece,
+                    has_header=False,
+                    schema={name: pl.String for name in header},
+                    quote_char='"',
+                    empty_string_is_null=True,
+                    encoding="utf8",
+                    truncate_ragged_lines=False,
+                    raise_if_empty=False,
+                )
+                .select(list(table.columns))
+                .filter(item.is_in(ids) | item.is_null())
+                .collect()
+            )
+        except Exception:  # noqa: BLE001 - ragged rows, bad quoting, ...: DuckDB decides
+            frame = None
+    if frame is None:  # outside the except block: Polars' error may quote the row
+        raise _PolarsRefused
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+
+
+def _piece_path(scratch: Path, i: int) -> Path:
+    """`scratch` (a temp name of this process) with the piece number in its name part."""
+    m = TEMP_PATTERN.match(scratch.name)
+    if m is None:
+        return scratch.with_name(f"{scratch.name}-{i:05d}")
+    return scratch.with_name(
+        f".{m['name']}-{i:05d}.{m['host']}_{m['pid']}_{m['rand']}.tmp"
+    )
+
+
+def streamed_writer(
+    con: duckdb.DuckDBPyConnection, table: RawTable, path: Path, piece_bytes: int = 0
+) -> ParsedWriter:
+    """`stage_table`'s `write_parsed` for the streamed read: the statement over each
+    piece's candidate rows, one scratch Parquet file per piece, in file order."""
+    ids = [
+        int(r[0])
+        for r in con.execute(
+            "SELECT itemid FROM variables WHERE source = ? ORDER BY itemid",
+            [FAST_TABLES[table.name]],
+        ).fetchall()
+    ]
+
+    def write(statement: str, scratch: Path) -> list[Path]:
+        # three stages, each on its own thread: inflate (ISA-L) -> pieces -> tokenise and
+        # pre-filter (Polars) -> candidate rows -> the statement (DuckDB, this thread)
+        stop = threading.Event()
+        pieces: queue.Queue[Any] = queue.Queue(maxsize=2)
+        candidates: queue.Queue[Any] = queue.Queue(maxsize=1)
+        size = piece_bytes or PIECE_BYTES
+        stages = [
+            threading.Thread(
+                target=_produce,
+                args=(lambda: _pieces(path, size), pieces, stop),
+                name=f"inflate-{table.name}",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=_produce,
+                args=(lambda: _candidate_tables(_drain(pieces, stop), table, ids), candidates, stop),
+                name=f"tokenise-{table.name}",
+                daemon=True,
+            ),
+        ]
+        for stage in stages:
+            stage.start()
+        files: list[Path] = []
+        view = f"raw_piece_{uuid.uuid4().hex[:8]}"
+        # one DuckDB thread per piece: its rows stay in file order (with more, DuckDB's
+        # Parquet writer interleaves them); the other core inflates and tokenises
+        threads = con.execute("SELECT current_setting('threads')").fetchone()
+        con.execute("SET threads = 1")
+        try:
+            for rows in _drain(candidates, stop):
+                files.append(_piece_path(scratch, len(files)))
+                con.register(view, rows)
+                try:
+                    # a table, not a view over the Arrow data: DuckDB's join over an Arrow
+                    # scan does not keep the rows in order, even on one thread
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE {view}_t AS SELECT * FROM {view}")
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW raw AS SELECT * FROM {view}_t")
+                    con.execute(
+                        f"COPY ({statement}) TO '{files[-1]}' "
+                        "(FORMAT parquet, COMPRESSION uncompressed)"  # scratch: read once, soon
+                    )
+                finally:
+                    con.unregister(view)
+            con.execute(f"DROP TABLE IF EXISTS {view}_t")
+            if not files:
+                raise _PolarsRefused  # nothing at all, not even a header
+        except BaseException:
+            for f in files:
+                f.unlink(missing_ok=True)
+            raise
+        finally:
+            con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
+            stop.set()
+            for stage in stages:
+                stage.join()
+        return files
+
+    return write
+
+
+Run = Callable[..., T]
+
+
+def _checked(
+    con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None, run: Run[T]
+) -> T:
+    """DuckDB's reader (or the opt-in whole-file Polars read), with the whole-file gzip
+    check in a thread beside it, awaited before the output is committed: a truncated
+    download fails before any output is replaced, with the gzip's own error."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"check-{table.name}")
+    checked = pool.submit(check_gzip, path) if path is not None else None
+    failed: RawInputError | None = None
+    try:
+        result = stage_with_fast_read(
+            con, table, path, lambda: run(before_commit=checked.result if checked else None)
+        )
+    except RawInputError as err:
+        failed = err
+    finally:
+        pool.shutdown(wait=True)
+    if failed is not None:
+        gzip_failure = checked.exception() if checked is not None else None
+        raise (gzip_failure or failed) from None  # the gzip's own error names the real cause
+    return result
+
+
+def stage_source(
+    con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None, run: Run[T]
+) -> T:
+    """Run the staging of `table` from `path` through its `reader`:
+    `run(before_commit=..., write_parsed=...)` is `runner.stage_table` with the rest bound.
+    The streamed read checks the gzip in its own inflate; if Polars cannot read the file,
+    DuckDB's reader and the separate check decide, as they do today."""
+    # rows of the staged file in file order, so two runs write the same bytes
+    con.execute("SET preserve_insertion_order = true")
+    if path is not None and not enabled(table, path) and reader(table, path) == "stream":
+        try:
+            return run(write_parsed=streamed_writer(con, table, path))
+        except _PolarsRefused:
+            pass  # DuckDB's reader decides, below (outside the except block)
+    return _checked(con, table, path, run)
 
 
 def stage_with_fast_read(

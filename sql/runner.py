@@ -298,6 +298,19 @@ def write_parquet_atomic(
     return int(rows[0]) if rows else 0
 
 
+ParsedWriter = Callable[[str, Path], list[Path]]
+
+
+def _copy_parsed(con: duckdb.DuckDBPyConnection) -> ParsedWriter:
+    """The default `write_parsed`: one COPY of the statement over `raw` to `scratch`."""
+
+    def write(statement: str, scratch: Path) -> list[Path]:
+        con.execute(f"COPY ({statement}) TO {_lit(str(scratch))} (FORMAT parquet)")
+        return [scratch]
+
+    return write
+
+
 def stage_table(
     con: duckdb.DuckDBPyConnection,
     statement: str,
@@ -307,6 +320,7 @@ def stage_table(
     max_rejected: float,
     extra_stats: Mapping[str, Any] | None = None,
     before_commit: Callable[[], object] | None = None,
+    write_parsed: ParsedWriter | None = None,
 ) -> dict[str, Any]:
     """Run a staging statement and write its kept rows atomically; return the counts.
 
@@ -314,33 +328,46 @@ def stage_table(
     `_unparsed` (the columns of a kept row whose value is present but does not parse, so
     it is stored as NULL). When more than `max_rejected` of the rows would be dropped, it
     raises before the output is replaced (`check_rejections`). `before_commit` runs before
-    the output is replaced; if it raises, nothing is."""
+    the output is replaced; if it raises, nothing is.
+
+    `write_parsed(statement, scratch)` writes the statement's rows, in file order, to
+    scratch Parquet files named like `scratch` and returns them in order (default: one
+    COPY over `raw`; `sql.fast_read`'s streamed read writes one per piece of the file)."""
     # the parsed rows with their reasons, beside the output, named like an atomic-write temp
     scratch = temp_path(out.with_name(f"{out.name}.parsed"))  # names this process
-    parsed = f"read_parquet({_lit(str(scratch))})"
+    writer = write_parsed or _copy_parsed(con)
+    files: list[Path] = []
+
+    def write() -> None:
+        files.extend(writer(statement, scratch))
+
     try:
-        guarded(
-            lambda: con.execute(f"COPY ({statement}) TO {_lit(str(scratch))} (FORMAT parquet)"),
-            source=source,
-            out=out,
-            what=out.stem,
-        )
-        rejected = con.execute(
-            f"SELECT _reject, count(*) FROM {parsed} WHERE _reject IS NOT NULL "
-            "GROUP BY _reject ORDER BY _reject"
+        guarded(write, source=source, out=out, what=out.stem)
+        parsed = "read_parquet([" + ", ".join(_lit(str(f)) for f in files) + "])"
+        # one scan for every count: (reason, unparsed columns) groups
+        groups = con.execute(
+            f"SELECT _reject, _unparsed, count(*) FROM {parsed} GROUP BY ALL"
         ).fetchall()
-        unparsed = con.execute(
-            f"SELECT col, count(*) FROM (SELECT unnest(string_split(_unparsed, ' ')) AS col "
-            f"FROM {parsed} WHERE _reject IS NULL AND _unparsed IS NOT NULL) GROUP BY col "
-            "ORDER BY col"
-        ).fetchall()
+        rejected: dict[str, int] = {}
+        unparsed: dict[str, int] = {}
+        kept_rows = 0
+        for reason, cols, n in groups:
+            if reason is not None:
+                rejected[str(reason)] = rejected.get(str(reason), 0) + int(n)
+                continue
+            kept_rows += int(n)
+            for col in str(cols).split(" ") if cols is not None else ():
+                unparsed[col] = unparsed.get(col, 0) + int(n)
         kept = f"SELECT * EXCLUDE (_reject, _unparsed) FROM {parsed} WHERE _reject IS NULL"
-        rows = con.execute(f"SELECT count(*) FROM ({kept})").fetchone()
         stats: dict[str, Any] = {
-            "rows": int(rows[0]) if rows else 0,
-            "rows_dropped": sum(int(n) for _, n in rejected),
-            "dropped_by_reason": {str(r): int(n) for r, n in rejected},
-            **({"values_unparsed_by_column": {str(c): int(n) for c, n in unparsed}} if unparsed else {}),
+            "rows": kept_rows,
+            "rows_dropped": sum(rejected.values()),
+            "dropped_by_reason": dict(sorted(rejected.items())),
+            **(
+                {"values_unparsed_by_column": dict(sorted(unparsed.items()))}
+                if unparsed
+                else {}
+            ),
             **dict(extra_stats or {}),
         }
         if before_commit is not None:
@@ -348,7 +375,8 @@ def stage_table(
         check_rejections(source or out, stats, max_rejected)
         write_parquet_atomic(con, kept, out, fingerprint, stats)
     finally:
-        scratch.unlink(missing_ok=True)
+        for f in files or [scratch]:
+            f.unlink(missing_ok=True)
     return stats
 
 

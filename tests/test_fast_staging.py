@@ -1,6 +1,7 @@
-"""The Polars read of the big event tables (`sql.fast_read`): byte-identical staged files
-between runs, the same staged rows as DuckDB's own reader on awkward values, and the
-whole-file gzip check still refusing a truncated download before any output is replaced."""
+"""The readers of the big event tables (`sql.fast_read`: the default streamed read, the
+opt-in whole-file Polars read, DuckDB's own): byte-identical staged files between runs and
+between readers, the same staged rows on awkward values, and the whole-file gzip check
+still refusing a truncated download before any output is replaced."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import sql.fast_read as fast_read
 from sql import RAW_TABLES, RawInputError, build_staged
-from sql.fast_read import ENV, enabled
+from sql.fast_read import ENV, enabled, reader
 from tests.cohort_fixtures import SETTINGS
 
 pytest.importorskip("polars")
@@ -57,15 +59,20 @@ def _chartevents(root: Path, rows: int, extra: list[bytes] = ()) -> Path:  # typ
     return path.parent.parent
 
 
-def _stage(raw: Path, data: Path, reader: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(ENV, reader)
+def _stage(raw: Path, data: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(ENV, how)
     return build_staged("chartevents", raw, data, SETTINGS, force=True).path
 
 
 def test_fast_read_is_used_for_the_event_tables_only(monkeypatch: pytest.MonkeyPatch) -> None:
     path = Path("x.csv.gz")
     monkeypatch.delenv(ENV, raising=False)
-    assert not enabled(RAW_TABLES["chartevents"], path)  # opt-in
+    assert reader(RAW_TABLES["chartevents"], path) == "stream"  # the default
+    assert reader(RAW_TABLES["labevents"], path) == "stream"
+    assert not enabled(RAW_TABLES["chartevents"], path)  # the whole-file Polars read: opt-in
+    for name in ("radiology", "patients"):
+        assert reader(RAW_TABLES[name], path) == "duckdb"
+    assert reader(RAW_TABLES["chartevents"], None) == "duckdb"
     monkeypatch.setenv(ENV, "polars")
     assert enabled(RAW_TABLES["chartevents"], path) and enabled(RAW_TABLES["labevents"], path)
     assert not enabled(RAW_TABLES["radiology"], path)
@@ -73,6 +80,10 @@ def test_fast_read_is_used_for_the_event_tables_only(monkeypatch: pytest.MonkeyP
     assert not enabled(RAW_TABLES["chartevents"], None)
     monkeypatch.setenv(ENV, "duckdb")
     assert not enabled(RAW_TABLES["chartevents"], path)
+    assert reader(RAW_TABLES["chartevents"], path) == "duckdb"
+    monkeypatch.setenv(ENV, "fast")
+    with pytest.raises(ValueError, match="stream, polars, duckdb"):
+        reader(RAW_TABLES["chartevents"], path)
 
 
 def test_staged_parquet_is_byte_identical_between_runs_and_readers(
@@ -80,12 +91,14 @@ def test_staged_parquet_is_byte_identical_between_runs_and_readers(
 ) -> None:
     raw = _chartevents(tmp_path / "raw", 60_000, AWKWARD)
     outs = {}
-    for run, reader in enumerate(["polars", "polars", "duckdb", "duckdb"]):
-        out = _stage(raw, tmp_path / f"data{run}", reader, monkeypatch)
+    for run, how in enumerate(["polars", "polars", "duckdb", "duckdb", "stream", "stream"]):
+        out = _stage(raw, tmp_path / f"data{run}", how, monkeypatch)
         outs[run] = out.read_bytes()
     assert outs[0] == outs[1], "two runs of the Polars read differ"
     assert outs[2] == outs[3], "two runs of DuckDB's reader differ"
+    assert outs[4] == outs[5], "two runs of the streamed read differ"
     assert outs[0] == outs[2], "the Polars read stages other bytes than DuckDB's reader"
+    assert outs[4] == outs[2], "the streamed read stages other bytes than DuckDB's reader"
     staged = pq.read_table(tmp_path / "data0" / "staged_chartevents.parquet")
     stats = build_staged("chartevents", raw, tmp_path / "data0", SETTINGS).stats  # reused
     # 60,000 ordinary rows: items 220045/220179/220210/220277 are variables (half of them);
@@ -105,23 +118,122 @@ def test_staged_parquet_is_byte_identical_between_runs_and_readers(
     assert staged["stay_id"].to_pylist()[:3] == [30000000] * 3
 
 
-def test_truncated_gzip_is_refused_by_the_fast_read_before_output_is_replaced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("how", ["stream", "polars", "duckdb"])
+def test_truncated_gzip_is_refused_before_output_is_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     raw = _chartevents(tmp_path / "raw", 40_000)
     data = tmp_path / "data"
-    good = _stage(raw, data, "polars", monkeypatch)
+    good = _stage(raw, data, how, monkeypatch)
     before = good.read_bytes()
     path = raw / "icu" / "chartevents.csv.gz"
     blob = path.read_bytes()
-    path.write_bytes(blob[: len(blob) * 2 // 3])  # a download cut off
-    os.utime(path, ns=(1, 1))  # new identity: no reuse
-    with pytest.raises(RawInputError, match=r"chartevents\.csv\.gz.*corrupt or truncated"):
-        _stage(raw, data, "polars", monkeypatch)
-    assert good.read_bytes() == before
-    assert sorted(p.name for p in data.iterdir() if "chartevents" in p.name) == [
-        "staged_chartevents.parquet"
-    ]
+    for cut in (len(blob) * 2 // 3, len(blob) - 4):  # cut off mid-stream; only the trailer
+        path.write_bytes(blob[:cut])  # a download cut off
+        os.utime(path, ns=(cut, cut))  # new identity: no reuse
+        with pytest.raises(RawInputError, match=r"chartevents\.csv\.gz.*corrupt or truncated"):
+            _stage(raw, data, how, monkeypatch)
+        assert good.read_bytes() == before
+        assert sorted(p.name for p in data.iterdir() if "chartevents" in p.name) == [
+            "staged_chartevents.parquet"
+        ]
+
+
+def test_streamed_read_checks_the_gzip_in_its_own_inflate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The streamed read inflates the file once: no separate `check_gzip` pass."""
+    raw = _chartevents(tmp_path / "raw", 5_000)
+    calls: list[Path] = []
+    monkeypatch.setattr(fast_read, "check_gzip", lambda path: calls.append(path))
+    _stage(raw, tmp_path / "stream", "stream", monkeypatch)
+    assert calls == []
+    _stage(raw, tmp_path / "duckdb", "duckdb", monkeypatch)
+    assert len(calls) == 1
+
+
+# doubled quotes and quoted commas in the (unread) value column and in valueuom
+QUOTED = [
+    b'19999998,29999998,39999998,,2150-01-01 11:00:00,,220045,"one, ""two"" ,3",92,bpm,0',
+    b'19999998,29999998,39999998,,2150-01-01 11:01:00,,220045,"""","""",bpm,0',
+    b'19999998,29999998,39999998,,2150-01-01 11:02:00,,220045,"a,b",93,"b""p,m",0',
+]
+# quoted line breaks: DuckDB's reader refuses them in these tables (its parallel scanner
+# with null_padding), the Polars-based reads accept them
+NEWLINES = [
+    b'19999997,29999997,39999997,,2150-01-01 12:00:00,,220045,"line one\nline ""two""\n,3",94,bpm,0',
+    b'19999997,29999997,39999997,,2150-01-01 12:02:00,,220045,"a\r\nb",95,"b""p\nm",0',
+]
+
+
+def _two_members(raw: Path) -> None:
+    path = raw / "icu" / "chartevents.csv.gz"
+    body = gzip.decompress(path.read_bytes())
+    half = body.index(b"\n", len(body) // 2) + 1
+    path.write_bytes(gzip.compress(body[:half]) + gzip.compress(body[half:]))
+
+
+@pytest.mark.parametrize("piece_bytes", [1_000, 50_000])
+def test_streamed_read_in_small_pieces_stages_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece_bytes: int
+) -> None:
+    """Many pieces (cut only at record ends, never inside quotes), two gzip members: the
+    same staged bytes as DuckDB's reader, in file order, and the same between runs."""
+    raw = _chartevents(tmp_path / "raw", 20_000, AWKWARD[:6] + QUOTED * 30 + AWKWARD[6:])
+    _two_members(raw)
+    monkeypatch.setattr(fast_read, "PIECE_BYTES", piece_bytes)
+    streamed = [_stage(raw, tmp_path / f"s{i}", "stream", monkeypatch).read_bytes() for i in (0, 1)]
+    duck = _stage(raw, tmp_path / "d", "duckdb", monkeypatch).read_bytes()
+    assert streamed[0] == streamed[1] == duck
+    staged = pq.read_table(tmp_path / "s0" / "staged_chartevents.parquet")
+    assert staged["stay_id"].to_pylist()[:3] == [30000000] * 3  # file order
+    assert staged["valueuom"].to_pylist().count('b"p,m') == 30
+
+
+def test_streamed_read_never_cuts_a_quoted_line_break(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _chartevents(tmp_path / "raw", 5_000, QUOTED + NEWLINES * 40)
+    _two_members(raw)
+    monkeypatch.setattr(fast_read, "PIECE_BYTES", 700)
+    streamed = _stage(raw, tmp_path / "s", "stream", monkeypatch).read_bytes()
+    assert streamed == _stage(raw, tmp_path / "p", "polars", monkeypatch).read_bytes()
+    staged = pq.read_table(tmp_path / "s" / "staged_chartevents.parquet")
+    assert staged["valueuom"].to_pylist().count('b"p\nm') == 40
+    assert sorted(set(staged["valuenum"].to_pylist()) & {94.0, 95.0}) == [94.0, 95.0]
+
+
+def test_record_end_never_cuts_inside_quotes() -> None:
+    assert fast_read._record_end(b"a,b\nc,d\ne") == 8
+    assert fast_read._record_end(b'a,"b\nc",d\ne,"f\ng') == 10
+    assert fast_read._record_end(b'"x\ny') == 0
+    assert fast_read._record_end(b'y"\nz', quotes_before=1) == 3  # the quote opened earlier
+    assert fast_read._record_end(b"no newline") == 0
+
+
+def test_streamed_read_falls_back_on_invalid_utf8_in_an_unread_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polars reads only the staged columns; DuckDB checks every column. A bad byte in
+    `value` makes the streamed read hand over to DuckDB's reader: today's error."""
+    bad = b"19999999,29999999,39999999,,2150-01-01 10:00:00,,220045,caf\xe9,80,bpm,0"
+    raw = _chartevents(tmp_path / "raw", 2_000, [bad])
+    for how in ("stream", "duckdb"):
+        with pytest.raises(RawInputError, match="not valid UTF-8"):
+            _stage(raw, tmp_path / how, how, monkeypatch)
+
+
+def test_corrupt_gzip_is_refused_by_the_streamed_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = _chartevents(tmp_path / "raw", 20_000)
+    path = raw / "icu" / "chartevents.csv.gz"
+    blob = bytearray(path.read_bytes())
+    blob[-8] ^= 0xFF  # the CRC of the (complete) stream no longer matches
+    path.write_bytes(bytes(blob))
+    with pytest.raises(RawInputError, match=r"corrupt or truncated"):
+        _stage(raw, tmp_path / "data", "stream", monkeypatch)
+    assert not (tmp_path / "data" / "staged_chartevents.parquet").exists()
 
 
 def test_a_file_polars_cannot_read_falls_back_to_duckdbs_reader(
@@ -132,9 +244,9 @@ def test_a_file_polars_cannot_read_falls_back_to_duckdbs_reader(
     ragged = b"10000001,20000001,30000001,,2150-01-01 10:00:00,,220045,80,80,bpm,0,extra"
     raw = _chartevents(tmp_path / "raw", 2_000, [ragged])
     results = {}
-    for reader in ("duckdb", "polars"):
+    for how in ("duckdb", "polars", "stream"):
         try:
-            results[reader] = _stage(raw, tmp_path / reader, reader, monkeypatch).read_bytes()
+            results[how] = _stage(raw, tmp_path / how, how, monkeypatch).read_bytes()
         except RawInputError as err:
-            results[reader] = type(err).__name__.encode()
-    assert results["polars"] == results["duckdb"]
+            results[how] = type(err).__name__.encode()
+    assert results["polars"] == results["duckdb"] == results["stream"]
