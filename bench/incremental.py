@@ -20,28 +20,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from bench.proc import python_cmd, run_measured
+from bench.proc import demo_env, python_cmd, run_measured
 
 DATA_GROUPS = "sources,staging,cohort,embeddings,dataset"
-
-
-def _env(data_dir: Path, stays: int) -> dict[str, str]:
-    return {
-        "MOE_DATA_DIR": str(data_dir),
-        "MOE_DEMO_STAYS": str(stays),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "MOE_MIMIC_ROOT": "",
-        # the runs use an ephemeral instance: the user's instance (checked for dead runs'
-        # pool slots when the definitions load) is not part of what is measured
-        "DAGSTER_HOME": "",
-    }
 
 
 def _pipeline(data_dir: Path, stays: int, groups: str, timeout: float) -> dict[str, Any]:
     args = ["--groups", groups] if groups else []
     m = run_measured(
-        python_cmd("bench.pipeline_run", *args), env=_env(data_dir, stays), timeout=timeout
+        python_cmd("bench.pipeline_run", *args), env=demo_env(data_dir, stays), timeout=timeout
     )
     lines = [ln for ln in m.stdout.strip().splitlines() if ln.startswith("{")]
     if m.rc != 0 or not lines:

@@ -133,3 +133,17 @@ def _kill_tree(pid: int) -> None:
 def python_cmd(module: str, *args: str) -> list[str]:
     """`python -m module args...` with this interpreter (the project venv)."""
     return [sys.executable, "-m", module, *args]
+
+
+def demo_env(data_dir: Path, stays: int) -> dict[str, str]:
+    """The environment of a measured pipeline step: the synthetic demo of `stays` stays in
+    `data_dir`, offline encoders, and an ephemeral Dagster instance (the user's instance,
+    checked for dead runs' pool slots when the definitions load, is not what is measured)."""
+    return {
+        "MOE_DATA_DIR": str(data_dir),
+        "MOE_DEMO_STAYS": str(stays),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "MOE_MIMIC_ROOT": "",
+        "DAGSTER_HOME": "",
+    }

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.proc import Measurement, python_cmd, run_measured
+from bench.proc import Measurement, demo_env, python_cmd, run_measured
 
 STEPS = [
     "mimic_raw",
@@ -59,18 +59,6 @@ DEMO_MARKER = ".moe_demo.json"  # assets.sources.DEMO_MARKER (not imported: it l
 # real MIMIC-IV scale, for the extrapolation (issue 14): eligible note chunks of the cohort
 REAL_NOTE_CHUNKS = 1_000_000
 REAL_ICU_STAYS = 94_458
-
-
-def _env(data_dir: Path, stays: int) -> dict[str, str]:
-    return {
-        "MOE_DATA_DIR": str(data_dir),
-        "MOE_DEMO_STAYS": str(stays),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "MOE_MIMIC_ROOT": "",
-        # an ephemeral instance per step; the user's instance is not part of what is measured
-        "DAGSTER_HOME": "",
-    }
 
 
 def _m(m: Measurement) -> dict[str, float]:
@@ -124,7 +112,7 @@ def prepare_raw(data_dir: Path, stays: int, seed: int, log=print) -> dict[str, A
 def run_step(data_dir: Path, stays: int, step: str, timeout: float) -> dict[str, Any]:
     m = run_measured(
         python_cmd("bench.pipeline_run", "--assets", step, "--checks"),
-        env=_env(data_dir, stays),
+        env=demo_env(data_dir, stays),
         timeout=timeout,
     )
     lines = [ln for ln in m.stdout.strip().splitlines() if ln.startswith("{")]
@@ -266,7 +254,7 @@ def run_scale(
             "--cxr-sample",
             str(cxr_sample),
         ),
-        env=_env(data_dir, stays),
+        env=demo_env(data_dir, stays),
         timeout=timeout,
     )
     lines = [ln for ln in m.stdout.strip().splitlines() if ln.startswith("{")]

@@ -71,6 +71,16 @@ PIECE_BYTES = 24 << 20  # inflated bytes per piece (~250k rows; under glibc's 32
 T = TypeVar("T")
 
 
+def variable_ids(con: duckdb.DuckDBPyConnection, table: RawTable) -> list[int]:
+    """The item ids of `table`'s variables (the `variables` table), ascending: the rows a
+    read may keep before the statement runs."""
+    rows = con.execute(
+        "SELECT itemid FROM variables WHERE source = ? ORDER BY itemid",
+        [FAST_TABLES[table.name]],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def reader(table: RawTable, path: Path | None) -> str:
     """The reader `table` at `path` goes through: `MOE_STAGING_READER` (default `stream`)
     for the big event tables when Polars is installed, else `duckdb`."""
@@ -98,13 +108,7 @@ def polars_raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path)
     rows in order and in parallel."""
     import polars as pl
 
-    ids = [
-        int(r[0])
-        for r in con.execute(
-            "SELECT itemid FROM variables WHERE source = ? ORDER BY itemid",
-            [FAST_TABLES[table.name]],
-        ).fetchall()
-    ]
+    ids = variable_ids(con, table)
     spill = Path(str(con.execute("SELECT current_setting('temp_directory')").fetchone()[0]))  # type: ignore[index]
     spill.mkdir(parents=True, exist_ok=True)
     scratch = spill / f".raw_{table.name}-{uuid.uuid4().hex[:8]}.parquet"
@@ -330,13 +334,7 @@ def streamed_writer(
 ) -> ParsedWriter:
     """`stage_table`'s `write_parsed` for the streamed read: the statement over each
     piece's candidate rows, one scratch Parquet file per piece, in file order."""
-    ids = [
-        int(r[0])
-        for r in con.execute(
-            "SELECT itemid FROM variables WHERE source = ? ORDER BY itemid",
-            [FAST_TABLES[table.name]],
-        ).fetchall()
-    ]
+    ids = variable_ids(con, table)
 
     def write(statement: str, scratch: Path) -> list[Path]:
         # three stages, each on its own thread: inflate (ISA-L) -> pieces -> tokenise and

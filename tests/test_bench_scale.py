@@ -13,12 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import SCALE_BEGIN, SCALE_END
 from bench.scale import STEPS, prepare_raw
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # 13 step processes: ~30 s quiet, 64-122 s on loaded cores
 def test_bench_scale_tiny_prints_json_with_steps_and_peak_rss(tmp_path: Path) -> None:
     env = dict(os.environ)
     env.update(
