@@ -239,8 +239,10 @@ def cache_report(data_dir: Path) -> dict[str, Any]:
 
 def temp_leftovers(data_dir: Path) -> list[str]:
     """Temp files of atomic writes (hidden `.name.*` files) anywhere under `data_dir`,
-    excluding DuckDB's spill folder and the demo marker."""
-    skip = {".moe_demo.json"}
+    excluding DuckDB's spill folder, the demo marker and the owner-only stamp."""
+    from plumbing.data_dir import OWNER_ONLY_STAMP
+
+    skip = {".moe_demo.json", OWNER_ONLY_STAMP}
     return [
         str(p)
         for p in data_dir.rglob(".*")
