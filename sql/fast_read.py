@@ -48,7 +48,7 @@ import duckdb
 from plumbing.atomic import TEMP_PATTERN
 from plumbing.raw_layout import RawInputError, RawTable
 from sql.errors import gzip_error, read_error
-from sql.runner import ParsedWriter, _inflate_module, check_gzip, raw_view
+from sql.runner import ParsedWriter, _inflate_module, check_gzip, inflate_members, raw_view
 
 __all__ = [
     "FAST_TABLES",
@@ -159,7 +159,7 @@ def _record_end(buf: bytes, quotes_before: int = 0) -> int:
 
 def _chunks(path: Path, read_bytes: int = 1 << 20, max_out: int = 1 << 23) -> Iterator[bytes]:
     """The file's bytes, inflated when it is a `.gz`, in blocks of at most `max_out`. The
-    inflate is `runner.check_gzip`'s (every member, to its end-of-stream marker), so a
+    inflate is `runner.inflate_members`, as in `check_gzip` (every member, to its end), so a
     truncated or corrupt download raises its RawInputError when the blocks run out."""
     gz = path.suffix == ".gz"
     z = _inflate_module()
@@ -171,21 +171,7 @@ def _chunks(path: Path, read_bytes: int = 1 << 20, max_out: int = 1 << 23) -> It
                 while block := f.read(max_out):
                     yield block
                 return
-            d = z.decompressobj(wbits=31)
-            pending = False  # input given to the current gzip member, not yet at its end
-            while block := f.read(read_bytes):
-                while block:
-                    pending = True
-                    data = d.decompress(block, max_out)
-                    block = d.unconsumed_tail
-                    if d.eof:  # member complete: the next one may follow
-                        block = d.unused_data + block
-                        d = z.decompressobj(wbits=31)
-                        pending = False
-                    if data:
-                        yield data
-            if pending:
-                raise EOFError("the compressed stream ends before its end-of-stream marker")
+            yield from inflate_members(f, z, read_bytes, max_out)
     except errors as err:
         problem = gzip_error(path, type(err).__name__) if gz else read_error(path, err)
     if problem is not None:

@@ -17,9 +17,9 @@ import hashlib
 import io
 import os
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 
@@ -142,6 +142,27 @@ def _inflate_module() -> Any:
         return zlib
 
 
+def inflate_members(f: BinaryIO, z: Any, read_bytes: int, max_out: int) -> Iterator[bytes]:
+    """Inflate every gzip member of `f` (`z`: zlib or isal_zlib), each to its end-of-stream
+    marker, in blocks of at most `max_out`; EOFError when the last member is cut short.
+    One loop for the integrity check and the streamed read (`sql.fast_read`)."""
+    d = z.decompressobj(wbits=31)
+    pending = False  # input given to the current gzip member, not yet at its end
+    while block := f.read(read_bytes):
+        while block:
+            pending = True
+            data = d.decompress(block, max_out)
+            block = d.unconsumed_tail
+            if d.eof:  # member complete: the next one may follow
+                block = d.unused_data + block
+                d = z.decompressobj(wbits=31)
+                pending = False
+            if data:
+                yield data
+    if pending:
+        raise EOFError("the compressed stream ends before its end-of-stream marker")
+
+
 def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
     """Decompress a .gz file end to end (streaming, constant memory) so that a truncated or
     corrupt download is a clear error before any output is replaced from it: DuckDB alone
@@ -153,19 +174,8 @@ def check_gzip(path: Path, chunk: int = 1 << 24) -> None:
     errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error, z.error)
     try:
         with path.open("rb") as f:
-            d = z.decompressobj(wbits=31)
-            pending = False  # input given to the current gzip member, not yet at its end
-            while block := f.read(chunk):
-                while block:
-                    pending = True
-                    d.decompress(block, 1 << 22)
-                    block = d.unconsumed_tail
-                    if d.eof:  # member complete: the next one may follow
-                        block = d.unused_data + block
-                        d = z.decompressobj(wbits=31)
-                        pending = False
-            if pending:
-                raise EOFError("the compressed stream ends before its end-of-stream marker")
+            for _ in inflate_members(f, z, chunk, 1 << 22):
+                pass
     except errors as err:
         problem = gzip_error(path, type(err).__name__)
     else:
