@@ -454,7 +454,6 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
         if cfg.calibration == "platt" and va.y is not None and len(va):
             device = next(module.parameters()).device
             calibration = platt_scaling(predict_module(module, va, device), va.y)
-        hist["calibration"] = list(calibration)
     return FittedMoE(module, task, cfg, hist, calibration)
 
 
