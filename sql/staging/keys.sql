@@ -6,6 +6,8 @@
 --   * rows that share a key but differ in any column: all of them are dropped as
 --     'conflicting duplicate <key>': the file cannot tell which is right, and no row
 --     order may decide (the staged table must not depend on how the file is sorted).
+-- Rows come out by key, so two runs write the same bytes (the window's own output order
+-- varies from run to run); the kept rows' keys are unique, so the order is total.
 SELECT
     * EXCLUDE (_reject, _row),
     CASE
@@ -18,3 +20,4 @@ FROM (
     FROM ({{statement}})
 )
 WINDOW same_key AS (PARTITION BY {{key}}, _reject IS NULL)
+ORDER BY {{key}}
