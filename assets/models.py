@@ -24,7 +24,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from moe.config import ModelConfig, TrainConfig
+from moe.config import BASELINE_KINDS, ModelConfig, TrainConfig
 from plumbing import reuse
 from plumbing.atomic import write_json_atomic
 from plumbing.dagster_config import About, GeneratedConfig, config_from, config_of, launch_checked
@@ -71,6 +71,10 @@ MoETrainConfig = config_from(
         "availability_masking": About("Mask experts needing absent modalities."),
         "single_expert": About("Ablation: one expert, no mixture."),
         "shared_expert": About("Add an always-on expert over all tokens."),
+        "linear_expert": About(
+            "Add a ridge-fitted linear expert, fitted first and held fixed; the neural experts "
+            "learn what it misses (moe.linear_expert)."
+        ),
         # training (TrainConfig)
         "modality_dropout": About("P(hide an available modality) in training.", ge=0, lt=1),
         "lr": About("AdamW learning rate.", gt=0),
@@ -118,10 +122,9 @@ class BaselinesConfig(MoETrainConfig):  # type: ignore[misc, valid-type]
     """The MoE's settings (shared by the neural baselines and ablations), and which to fit."""
 
     kinds: list[str] = Field(
-        default=["ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm",
-                 "fusemoe", "flex_moe", "medfuse"],
-        description="Baselines to fit (`moe.baselines.KINDS`; the last three are the "
-        "published peers).",
+        default=list(BASELINE_KINDS),
+        description="Baselines to fit (`moe.baselines.KINDS`; `linear` is the MoE's linear "
+        "expert alone; the last three are the published peers).",
     )
     ablations: list[str] = Field(
         default=["moe_no_masking", "moe_no_dropout", "moe_single_expert", "moe_no_ensemble"],

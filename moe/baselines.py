@@ -6,6 +6,8 @@
 - `early_fusion`: one MLP on concat(standardised vectors, zero where missing, availability mask).
 - `late_fusion`: mean of the unimodal models' probabilities over the modalities a stay has
   (train prevalence when it has none).
+- `linear`: the MoE's linear expert alone (`moe.linear_expert`): a ridge-fitted linear logit
+  over the same standardised, projected inputs, with one intercept per availability pattern.
 - `gbm`: HistGradientBoosting on the concatenated vectors with missing modalities as NaN
   (HAIM's recipe); vectors longer than `pca_dim` are first reduced by a PCA fitted on the
   train stays that have that modality. The number of boosting iterations is chosen on val
@@ -30,14 +32,16 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 from torch import Tensor, nn
 
+from moe.config import BASELINE_KINDS
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
-from moe.model import is_projected
+from moe.model import EncodedInputs, ModalityEncoder, is_projected, linear_logit, register_linear
 from moe.peers import PEER_KINDS, PEERS, fit_peer
 from moe.train import (
     MoEConfig,
     fit_input_transform,
+    fit_linear,
     labelled_split,
     pos_weight_of,
     predict_module,
@@ -47,9 +51,9 @@ from moe.train import (
 )
 from plumbing.atomic import atomic_path, write_json_atomic
 
-KINDS: tuple[str, ...] = (
-    "ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm", *PEER_KINDS
-)
+KINDS: tuple[str, ...] = BASELINE_KINDS
+assert set(PEER_KINDS) <= set(KINDS), "moe.config.BASELINE_KINDS lacks a peer"
+
 
 
 class InputMLP(nn.Module):
@@ -101,6 +105,36 @@ class InputMLP(nn.Module):
         return {"logits": logits}
 
 
+class LinearFusion(EncodedInputs, nn.Module):
+    """The `linear` baseline: the MoE's linear expert with nothing else (its encoders are
+    used only for their standardisation and projection)."""
+
+    logit_offset: Tensor
+
+    def __init__(self, dims: dict[str, int], cfg: MoEConfig):
+        super().__init__()
+        self.encoders = nn.ModuleDict(
+            {m: ModalityEncoder(dims[m], 1, 0.0, 0.0, 0, cfg.proj_dim) for m in MODALITIES}
+        )
+        register_linear(self, {m: self.encoders[m].width_in for m in MODALITIES})  # type: ignore[misc]
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        z = {m: self.encoders[m].inputs(x[m]) for m in MODALITIES}  # type: ignore[operator]
+        return {"logits": linear_logit(z, mask, self) + self.logit_offset}
+
+
+def _fit_linear(tr: Arrays, cfg: MoEConfig) -> tuple[LinearFusion, dict[str, Any]]:
+    assert tr.y is not None
+    module = LinearFusion(tr.dims(), cfg)
+    fit_input_transform(module, tr, cfg.proj_dim)
+    pw = pos_weight_of(tr.y, cfg.class_weight)
+    fit_linear(module, tr, pw)
+    if cfg.prior_correction:
+        module.logit_offset.fill_(-math.log(pw))
+    return module.to(resolve_device(cfg.device)).eval(), {}
+
+
 def load_baseline(directory: str | Path, device: str = "cpu") -> FittedBaseline:
     """A peer saved by `FittedBaseline.save`."""
     d = Path(directory)
@@ -135,7 +169,7 @@ class FittedBaseline:
     def predict_arrays(self, a: Arrays) -> np.ndarray:
         if self.kind in ("ehr_only", "notes_only", "cxr_only"):
             return self._unimodal(self.kind.removesuffix("_only"), a)
-        if self.kind == "early_fusion" or self.kind in PEER_KINDS:
+        if self.kind in ("early_fusion", "linear") or self.kind in PEER_KINDS:
             module = self.parts["module"]
             return _sigmoid(predict_module(module, a, next(module.parameters()).device))
         if self.kind == "late_fusion":
@@ -337,6 +371,8 @@ def fit_baseline(
                 parts[m], parts["history"][m] = _fit_unimodal(tr, va, m, cfg)
         elif kind == "early_fusion":
             parts["module"], parts["history"] = _fit_mlp(tr, va, MODALITIES, True, cfg)
+        elif kind == "linear":
+            parts["module"], parts["history"] = _fit_linear(tr, cfg)
         elif kind in PEER_KINDS:
             parts["module"], parts["history"] = fit_peer(PEERS[kind], tr, va, cfg)
             parts["config"] = cfg

@@ -19,6 +19,14 @@ ALL_SUBSETS: tuple[tuple[str, ...], ...] = tuple(
 )
 
 
+# Every `moe.fit_baseline` kind, in report order (torch-free here, so the launchpad's
+# default list needs no torch; `moe.baselines.KINDS` is this tuple).
+BASELINE_KINDS: tuple[str, ...] = (
+    "ehr_only", "notes_only", "cxr_only", "early_fusion", "late_fusion", "gbm", "linear",
+    "fusemoe", "flex_moe", "medfuse",  # the published peers (moe.peers)
+)
+
+
 @dataclass
 class ModelConfig:
     """The MoE's architecture (and its ablation switches). Training settings are
@@ -40,6 +48,9 @@ class ModelConfig:
     availability_masking: bool = True
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
+    # a fixed ridge-fitted linear expert over the (projected) inputs, fitted before the
+    # neural experts, whose logit they then correct (`moe.linear_expert`)
+    linear_expert: bool = False
 
     def __post_init__(self) -> None:
         self.subsets = tuple(tuple(s) for s in self.subsets)

@@ -89,6 +89,7 @@ class ModalityEncoder(nn.Module):
         self.register_buffer("std", torch.ones(d_in))
         self.projected = is_projected(d_in, proj_dim)
         d = proj_dim if self.projected else d_in
+        self.width_in = d  # columns of `inputs(x)`
         if self.projected:
             self.register_buffer("proj", torch.eye(d_in)[:, :proj_dim].clone())
         mods: list[nn.Module] = [nn.Dropout(input_dropout), nn.Linear(d, width)]
@@ -98,11 +99,33 @@ class ModalityEncoder(nn.Module):
             mods += [nn.Dropout(dropout), nn.Linear(width, width), nn.GELU()]
         self.net = nn.Sequential(*mods)
 
-    def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
+    def inputs(self, x: Tensor) -> Tensor:
+        """(n, d_in) -> the standardised (and projected) inputs the MLP reads."""
         z = (x - self.mean) / self.std
-        if self.projected:
-            z = z @ self.proj
-        return self.net(z)
+        return z @ self.proj if self.projected else z
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, d_in) -> (n, W)
+        return self.net(self.inputs(x))
+
+
+def linear_logit(z: dict[str, Tensor], mask: Tensor, module: nn.Module) -> Tensor:
+    """The linear expert's logit (`moe.linear_expert`): sum over present modalities of
+    z_m . lin_<m>, plus the availability pattern's intercept `lin_pattern[bits]`; `module`
+    holds those buffers. A missing modality's z (possibly NaN) is never read."""
+    bits = (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
+    out = cast(Tensor, module.lin_pattern)[bits]
+    for j, m in enumerate(MODALITIES):
+        lin_m = z[m] @ cast(Tensor, getattr(module, f"lin_{m}"))
+        out = out + torch.where(mask[:, j], lin_m, torch.zeros_like(lin_m))
+    return out
+
+
+def register_linear(module: nn.Module, widths: dict[str, int]) -> None:
+    """Zero buffers for the linear expert's weights (`lin_<m>`, one per input column the
+    encoder reads) and pattern intercepts (`lin_pattern`); `moe.train.fit_linear` sets them."""
+    for m in MODALITIES:
+        module.register_buffer(f"lin_{m}", torch.zeros(widths[m]))
+    module.register_buffer("lin_pattern", torch.zeros(2 ** len(MODALITIES)))
 
 
 class Expert(nn.Module):
@@ -214,6 +237,15 @@ class MoE(EncodedInputs, nn.Module):
                                  cfg.expert_layers)
         self.head = nn.Sequential(nn.LayerNorm(W), nn.Linear(W, 1))
         self.register_buffer("logit_offset", torch.zeros(()))
+        self.linear = cfg.linear_expert
+        if self.linear:  # fixed weights, set by moe.train from moe.linear_expert's fit
+            register_linear(self, {m: cast(ModalityEncoder, self.encoders[m]).width_in
+                                   for m in MODALITIES})
+            # the neural experts start silent: the untrained MoE is the linear expert, and
+            # training adds what it misses
+            head_out = cast(nn.Linear, self.head[1])
+            nn.init.zeros_(head_out.weight)
+            nn.init.zeros_(head_out.bias)
 
     @property
     def n_experts(self) -> int:
@@ -265,9 +297,11 @@ class MoE(EncodedInputs, nn.Module):
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """x[m] (n, d_m), mask (n, 3) bool -> logits (n,), weights (n, E), balance (scalar)."""
-        tokens = {}
+        tokens, z = {}, {}
         for j, m in enumerate(MODALITIES):
-            enc = self.encoders[m](x[m])  # (n, W)
+            encoder = cast(ModalityEncoder, self.encoders[m])
+            z[m] = encoder.inputs(x[m])
+            enc = encoder.net(z[m])  # (n, W)
             present = mask[:, j : j + 1]
             # torch.where: rows without m never see (nor send gradient to) their x[m]
             tokens[m] = torch.where(present, enc, self.missing[m].expand_as(enc))
@@ -281,6 +315,8 @@ class MoE(EncodedInputs, nn.Module):
         if self.shared is not None:
             mixed = mixed + self.shared(tok)
         logits = self.head(mixed).squeeze(1) + self.logit_offset
+        if self.linear:
+            logits = logits + linear_logit(z, mask, self)
         return {
             "logits": logits,
             "weights": weights,

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from dataclasses import replace as dc_replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from moe.config import TRAIN_FIELDS, TrainConfig
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
-from moe.model import MODEL_FIELDS, ModelConfig, MoE, MoEEnsemble, is_projected
+from moe.model import MODEL_FIELDS, ModalityEncoder, ModelConfig, MoE, MoEEnsemble, is_projected
 from plumbing.atomic import atomic_path, write_json_atomic
 
 
@@ -251,9 +251,13 @@ def train_module(
     va: Arrays,
     cfg: AnyTrainConfig,
     modality_drop: float = 0.0,
+    score_initial: bool = False,
 ) -> tuple[M, dict[str, Any]]:
     """Fit `module` on labelled rows of `tr`, early-stopping on `va`. Returns the module at
-    its best validation epoch (in eval mode) and a history dict."""
+    its best validation epoch (in eval mode) and a history dict. With `score_initial`, the
+    untrained module is a candidate too (best_epoch -1): for a module that starts as a
+    fitted model (the MoE with its linear expert), training can only be kept if it helps
+    on validation."""
     device = torch.device(resolve_device(cfg.device))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     module.to(device)
@@ -270,6 +274,11 @@ def train_module(
     t0 = time.perf_counter()
     n = len(tr)
     ema = _WeightAverage(module, cfg.ema) if cfg.ema > 0 else None
+    if score_initial and has_val:
+        assert va.y is not None
+        best_score = auprc(va.y, predict_module(module, va, device))
+        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        hist["initial_val_auprc"] = best_score
     for epoch in range(cfg.max_epochs):
         module.train()
         perm = torch.randperm(n, generator=gen)
@@ -464,6 +473,22 @@ def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
     return MoEEnsemble([MoE(dims, cfg.model) for _ in range(cfg.ensemble)])
 
 
+@torch.no_grad()
+def fit_linear(module: nn.Module, tr: Arrays, pos_weight: float) -> None:
+    """Fit the MoE's linear expert (`moe.linear_expert`) on the train rows, over the inputs
+    its encoders read, and load it into the module's buffers."""
+    from moe.linear_expert import fit_linear_expert
+
+    x, mask = to_tensors(tr, torch.device("cpu"))
+    encoders = cast(nn.ModuleDict, module.encoders)
+    z = {m: cast(ModalityEncoder, encoders[m]).inputs(x[m]).double().numpy() for m in MODALITIES}
+    assert tr.y is not None
+    w, pattern, _alpha = fit_linear_expert(z, tr.mask, tr.y, pos_weight)
+    for m in MODALITIES:
+        getattr(module, f"lin_{m}").copy_(torch.from_numpy(w[m]))
+    module.lin_pattern.copy_(torch.from_numpy(pattern))  # type: ignore[operator]
+
+
 def _fit_one(
     dims: dict[str, int], tr: Arrays, va: Arrays, cfg: MoEConfig
 ) -> tuple[MoE, dict[str, Any]]:
@@ -472,7 +497,10 @@ def _fit_one(
     seed_everything(cfg.seed)
     module = MoE(dims, cfg.model)
     fit_input_transform(module, tr, cfg.proj_dim)
-    module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
+    if cfg.linear_expert:
+        fit_linear(module, tr, pos_weight_of(tr.y, cfg.class_weight))
+    module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout,
+                                score_initial=cfg.linear_expert)
     if cfg.prior_correction:
         pw = pos_weight_of(tr.y, cfg.class_weight)
         module.logit_offset.fill_(-math.log(pw))  # type: ignore[operator]
