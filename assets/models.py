@@ -3,7 +3,8 @@
 Outputs under `$MOE_DATA_DIR/models/<task>/`:
 - `moe_<task>`: `model.pt, config.json, metrics.json, predictions.parquet, roc.png`
 - `baselines_<task>`: `baselines/<kind>/predictions.parquet + metrics.json` for each baseline
-  kind and each MoE ablation (`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`).
+  kind and each MoE ablation (`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`,
+  `moe_no_linear`).
 `predictions.parquet`: `stay_id, split, y_true, y_prob` for every stay with a label for the
 task (all splits); stays with a null label are left out of that task.
 """
@@ -71,9 +72,10 @@ MoETrainConfig = config_from(
         "availability_masking": About("Mask experts needing absent modalities."),
         "single_expert": About("Ablation: one expert, no mixture."),
         "shared_expert": About("Add an always-on expert over all tokens."),
-        "linear_expert": About(
-            "Add a ridge-fitted linear expert, fitted first and held fixed; the neural experts "
-            "learn what it misses (moe.linear_expert)."
+        "linear_weight": About(
+            "Weight of the ridge-fitted linear expert in the final logit, against the mean of "
+            "the neural MoEs (moe.linear_expert); 0: neural experts only.",
+            ge=0, le=1,
         ),
         # training (TrainConfig)
         "modality_dropout": About("P(hide an available modality) in training.", ge=0, lt=1),
@@ -127,7 +129,8 @@ class BaselinesConfig(MoETrainConfig):  # type: ignore[misc, valid-type]
         "expert alone; the last three are the published peers).",
     )
     ablations: list[str] = Field(
-        default=["moe_no_masking", "moe_no_dropout", "moe_single_expert", "moe_no_ensemble"],
+        default=["moe_no_masking", "moe_no_dropout", "moe_single_expert", "moe_no_ensemble",
+                 "moe_no_linear"],
         description="MoE ablations to fit (same layout as the baselines).",
     )
 

@@ -41,6 +41,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "moe_no_dropout": {"modality_dropout": 0.0},
     "moe_single_expert": {"single_expert": True},
     "moe_no_ensemble": {"ensemble": 1},
+    "moe_no_linear": {"linear_weight": 0.0},
 }
 
 
@@ -69,7 +70,7 @@ def fit_baseline(
 def fit_ablation(
     table: Table, task: str, name: str, config: MoEConfig | dict[str, Any] | None = None
 ) -> FittedMoE:
-    """The MoE with one switch flipped: `moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`."""
+    """The MoE with one switch flipped: `moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`, `moe_no_linear`."""
     if name not in ABLATIONS:
         raise ValueError(f"unknown ablation {name!r}; expected one of {sorted(ABLATIONS)}")
     return fit_moe(table, task, make_config(config, **ABLATIONS[name]))

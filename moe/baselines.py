@@ -6,8 +6,9 @@
 - `early_fusion`: one MLP on concat(standardised vectors, zero where missing, availability mask).
 - `late_fusion`: mean of the unimodal models' probabilities over the modalities a stay has
   (train prevalence when it has none).
-- `linear`: the MoE's linear expert alone (`moe.linear_expert`): a ridge-fitted linear logit
-  over the same standardised, projected inputs, with one intercept per availability pattern.
+- `linear`: the MoE's linear expert alone (`moe.linear_expert`, `moe.model.LinearExpert`): a
+  ridge-fitted linear logit over the same standardised, projected inputs, with one intercept
+  per availability pattern.
 - `gbm`: HistGradientBoosting on the concatenated vectors with missing modalities as NaN
   (HAIM's recipe); vectors longer than `pca_dim` are first reduced by a PCA fitted on the
   train stays that have that modality. The number of boosting iterations is chosen on val
@@ -36,7 +37,7 @@ from moe.config import BASELINE_KINDS
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
-from moe.model import EncodedInputs, ModalityEncoder, is_projected, linear_logit, register_linear
+from moe.model import LinearExpert, is_projected
 from moe.peers import PEER_KINDS, PEERS, fit_peer
 from moe.train import (
     MoEConfig,
@@ -105,34 +106,9 @@ class InputMLP(nn.Module):
         return {"logits": logits}
 
 
-class LinearFusion(EncodedInputs, nn.Module):
-    """The `linear` baseline: the MoE's linear expert with nothing else (its encoders are
-    used only for their standardisation and projection)."""
-
-    logit_offset: Tensor
-
-    def __init__(self, dims: dict[str, int], cfg: MoEConfig):
-        super().__init__()
-        self.encoders = nn.ModuleDict(
-            {m: ModalityEncoder(dims[m], 1, 0.0, 0.0, 0, cfg.proj_dim) for m in MODALITIES}
-        )
-        register_linear(self, {m: self.encoders[m].width_in for m in MODALITIES})  # type: ignore[misc]
-        self.register_buffer("logit_offset", torch.zeros(()))
-
-    def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-        z = {m: self.encoders[m].inputs(x[m]) for m in MODALITIES}  # type: ignore[operator]
-        return {"logits": linear_logit(z, mask, self) + self.logit_offset}
-
-
-def _fit_linear(tr: Arrays, cfg: MoEConfig) -> tuple[LinearFusion, dict[str, Any]]:
-    assert tr.y is not None
-    module = LinearFusion(tr.dims(), cfg)
-    fit_input_transform(module, tr, cfg.proj_dim)
-    pw = pos_weight_of(tr.y, cfg.class_weight)
-    fit_linear(module, tr, pw)
-    if cfg.prior_correction:
-        module.logit_offset.fill_(-math.log(pw))
-    return module.to(resolve_device(cfg.device)).eval(), {}
+def _fit_linear(tr: Arrays, cfg: MoEConfig) -> tuple[LinearExpert, dict[str, Any]]:
+    module = fit_linear(tr, cfg, cfg.proj_dim)
+    return module, {"ridge_alpha": module.ridge_alpha}
 
 
 def load_baseline(directory: str | Path, device: str = "cpu") -> FittedBaseline:

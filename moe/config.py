@@ -48,9 +48,9 @@ class ModelConfig:
     availability_masking: bool = True
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
-    # a fixed ridge-fitted linear expert over the (projected) inputs, fitted before the
-    # neural experts, whose logit they then correct (`moe.linear_expert`)
-    linear_expert: bool = False
+    # weight of the linear expert (`moe.linear_expert`, a ridge fit over the same inputs) in
+    # the final logit: (1 - w) * mean neural logit + w * linear logit; 0: neural experts only
+    linear_weight: float = 0.5
 
     def __post_init__(self) -> None:
         self.subsets = tuple(tuple(s) for s in self.subsets)
@@ -62,6 +62,8 @@ class ModelConfig:
             raise ValueError("top_k must be >= 1")
         if self.expert_layers < 1:
             raise ValueError("expert_layers must be >= 1")
+        if not 0.0 <= self.linear_weight <= 1.0:
+            raise ValueError(f"linear_weight must be in [0, 1], got {self.linear_weight!r}")
 
     def expert_subsets(self) -> list[tuple[str, ...]]:
         if self.single_expert:

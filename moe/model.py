@@ -237,15 +237,6 @@ class MoE(EncodedInputs, nn.Module):
                                  cfg.expert_layers)
         self.head = nn.Sequential(nn.LayerNorm(W), nn.Linear(W, 1))
         self.register_buffer("logit_offset", torch.zeros(()))
-        self.linear = cfg.linear_expert
-        if self.linear:  # fixed weights, set by moe.train from moe.linear_expert's fit
-            register_linear(self, {m: cast(ModalityEncoder, self.encoders[m]).width_in
-                                   for m in MODALITIES})
-            # the neural experts start silent: the untrained MoE is the linear expert, and
-            # training adds what it misses
-            head_out = cast(nn.Linear, self.head[1])
-            nn.init.zeros_(head_out.weight)
-            nn.init.zeros_(head_out.bias)
 
     @property
     def n_experts(self) -> int:
@@ -297,11 +288,9 @@ class MoE(EncodedInputs, nn.Module):
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         """x[m] (n, d_m), mask (n, 3) bool -> logits (n,), weights (n, E), balance (scalar)."""
-        tokens, z = {}, {}
+        tokens = {}
         for j, m in enumerate(MODALITIES):
-            encoder = cast(ModalityEncoder, self.encoders[m])
-            z[m] = encoder.inputs(x[m])
-            enc = encoder.net(z[m])  # (n, W)
+            enc = self.encoders[m](x[m])  # (n, W)
             present = mask[:, j : j + 1]
             # torch.where: rows without m never see (nor send gradient to) their x[m]
             tokens[m] = torch.where(present, enc, self.missing[m].expand_as(enc))
@@ -315,8 +304,6 @@ class MoE(EncodedInputs, nn.Module):
         if self.shared is not None:
             mixed = mixed + self.shared(tok)
         logits = self.head(mixed).squeeze(1) + self.logit_offset
-        if self.linear:
-            logits = logits + linear_logit(z, mask, self)
         return {
             "logits": logits,
             "weights": weights,
@@ -325,21 +312,54 @@ class MoE(EncodedInputs, nn.Module):
         }
 
 
-class MoEEnsemble(nn.Module):
-    """Independently seeded MoEs averaged: mean logit, mean gate weights, mean balance loss.
-    Seed averaging lowers the variance of a fit on a few thousand stays; member 0 is the
-    single MoE with the same seed."""
+class LinearExpert(EncodedInputs, nn.Module):
+    """The linear expert (`moe.linear_expert`): a fixed linear logit over the standardised,
+    projected inputs (the same transform as the MoE's encoders, whose MLPs it does not use),
+    with one intercept per availability pattern. Also the `linear` baseline on its own."""
 
-    def __init__(self, members: list[MoE]):
+    logit_offset: Tensor
+    ridge_alpha: float | None = None  # the penalty the fit chose (not saved; for the history)
+
+    def __init__(self, dims: dict[str, int], proj_dim: int):
+        super().__init__()
+        self.dims = {m: int(dims[m]) for m in MODALITIES}
+        self.encoders = nn.ModuleDict(
+            {m: ModalityEncoder(self.dims[m], 1, 0.0, 0.0, 0, proj_dim) for m in MODALITIES}
+        )
+        register_linear(self, {m: cast(ModalityEncoder, self.encoders[m]).width_in
+                               for m in MODALITIES})
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        z = {m: cast(ModalityEncoder, self.encoders[m]).inputs(x[m]) for m in MODALITIES}
+        return {"logits": linear_logit(z, mask, self) + self.logit_offset}
+
+
+class MoEEnsemble(nn.Module):
+    """Independently seeded MoEs averaged (mean logit, mean gate weights, mean balance loss),
+    blended with the linear expert when there is one:
+    logit = (1 - linear_weight) * mean member logit + linear_weight * linear logit.
+    Seed averaging lowers the variance of a fit on a few thousand stays, and the linear
+    expert, fitted in closed form with a penalty chosen by cross-validation, lowers it
+    further where the signal is mostly linear; member 0 is the single MoE with the same seed."""
+
+    def __init__(self, members: list[MoE], linear: LinearExpert | None = None,
+                 linear_weight: float = 0.0):
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.linear = linear
+        self.linear_weight = float(linear_weight) if linear is not None else 0.0
         self.dims = dict(members[0].dims)
         self.expert_names = list(members[0].expert_names)
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         outs = [m(x, mask) for m in self.members]
+        logits = torch.stack([o["logits"] for o in outs]).mean(dim=0)
+        if self.linear is not None:
+            w = self.linear_weight
+            logits = (1.0 - w) * logits + w * self.linear(x, mask)["logits"]
         return {
-            "logits": torch.stack([o["logits"] for o in outs]).mean(dim=0),
+            "logits": logits,
             "weights": torch.stack([o["weights"] for o in outs]).mean(dim=0),
             "eligible": outs[0]["eligible"],
             "balance": torch.stack([o["balance"] for o in outs]).mean(),

@@ -443,10 +443,12 @@ def build_report(
         f"Data: {'synthetic demo (known truth)' if demo else 'MIMIC-IV'}. Tasks: "
         + (", ".join(results) or "none") + f". Bootstrap resamples: {n_boot}.", "",
         f"Features: {note}", "",
-        "Models: `moe` (availability-aware mixture of experts), baselines (`ehr_only`, "
-        "`notes_only`, `cxr_only`, `early_fusion`, `late_fusion`, `gbm`), published peers "
-        "re-implemented on the same vectors (`fusemoe`, `flex_moe`, `medfuse`) and MoE ablations "
-        "(`moe_no_masking`, `moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`), all on the same splits.",
+        "Models: `moe` (availability-aware mixture of experts blended with its linear expert), "
+        "baselines (`ehr_only`, `notes_only`, `cxr_only`, `early_fusion`, `late_fusion`, `gbm`, "
+        "`linear`: the MoE's linear expert alone), published peers re-implemented on the same "
+        "vectors (`fusemoe`, `flex_moe`, `medfuse`) and MoE ablations (`moe_no_masking`, "
+        "`moe_no_dropout`, `moe_single_expert`, `moe_no_ensemble`, `moe_no_linear`), all on the "
+        "same splits.",
         "",
     ]
     text = "\n".join(head + sections)

@@ -31,7 +31,15 @@ from moe.config import TRAIN_FIELDS, TrainConfig
 from moe.data import MODALITIES, Arrays, Drop, Table, extract
 from moe.lazy_model import resolve_device
 from moe.metrics import auprc
-from moe.model import MODEL_FIELDS, ModalityEncoder, ModelConfig, MoE, MoEEnsemble, is_projected
+from moe.model import (
+    MODEL_FIELDS,
+    LinearExpert,
+    ModalityEncoder,
+    ModelConfig,
+    MoE,
+    MoEEnsemble,
+    is_projected,
+)
 from plumbing.atomic import atomic_path, write_json_atomic
 
 
@@ -251,13 +259,9 @@ def train_module(
     va: Arrays,
     cfg: AnyTrainConfig,
     modality_drop: float = 0.0,
-    score_initial: bool = False,
 ) -> tuple[M, dict[str, Any]]:
     """Fit `module` on labelled rows of `tr`, early-stopping on `va`. Returns the module at
-    its best validation epoch (in eval mode) and a history dict. With `score_initial`, the
-    untrained module is a candidate too (best_epoch -1): for a module that starts as a
-    fitted model (the MoE with its linear expert), training can only be kept if it helps
-    on validation."""
+    its best validation epoch (in eval mode) and a history dict."""
     device = torch.device(resolve_device(cfg.device))
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     module.to(device)
@@ -274,11 +278,6 @@ def train_module(
     t0 = time.perf_counter()
     n = len(tr)
     ema = _WeightAverage(module, cfg.ema) if cfg.ema > 0 else None
-    if score_initial and has_val:
-        assert va.y is not None
-        best_score = auprc(va.y, predict_module(module, va, device))
-        best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-        hist["initial_val_auprc"] = best_score
     for epoch in range(cfg.max_epochs):
         module.train()
         perm = torch.randperm(n, generator=gen)
@@ -445,7 +444,7 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
     assert tr.y is not None
     with torch_threads(cfg.threads):
         module: MoE | MoEEnsemble
-        if cfg.ensemble == 1:
+        if cfg.ensemble == 1 and cfg.linear_weight == 0:
             module, hist = _fit_one(a.dims(), tr, va, cfg)
         else:
             members, hists = [], []
@@ -453,12 +452,19 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
                 m, h = _fit_one(a.dims(), tr, va, cfg.replace(seed=cfg.seed + i))
                 members.append(m)
                 hists.append(h)
-            module = MoEEnsemble(members).eval()
             hist = {
                 "members": hists,
                 "epochs_run": sum(h["epochs_run"] for h in hists),
                 "seconds": sum(h["seconds"] for h in hists),
             }
+            linear = None
+            if cfg.linear_weight > 0:
+                t0 = time.perf_counter()
+                linear = fit_linear(tr, cfg, cfg.proj_dim)
+                hist["linear"] = {"ridge_alpha": linear.ridge_alpha,
+                                  "seconds": time.perf_counter() - t0}
+                hist["seconds"] += hist["linear"]["seconds"]
+            module = MoEEnsemble(members, linear, cfg.linear_weight).eval()
         calibration = IDENTITY
         if cfg.calibration == "platt" and va.y is not None and len(va):
             device = next(module.parameters()).device
@@ -467,26 +473,37 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
 
 
 def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
-    """An untrained MoE, or an ensemble of `cfg.ensemble` of them."""
-    if cfg.ensemble == 1:
+    """An untrained MoE, or an ensemble of `cfg.ensemble` of them (with the linear expert
+    when `linear_weight` > 0): the structure `fit_moe` returns for `cfg`."""
+    if cfg.ensemble == 1 and cfg.linear_weight == 0:
         return MoE(dims, cfg.model)
-    return MoEEnsemble([MoE(dims, cfg.model) for _ in range(cfg.ensemble)])
+    linear = LinearExpert(dims, cfg.proj_dim) if cfg.linear_weight > 0 else None
+    return MoEEnsemble([MoE(dims, cfg.model) for _ in range(cfg.ensemble)], linear,
+                       cfg.linear_weight)
 
 
 @torch.no_grad()
-def fit_linear(module: nn.Module, tr: Arrays, pos_weight: float) -> None:
-    """Fit the MoE's linear expert (`moe.linear_expert`) on the train rows, over the inputs
-    its encoders read, and load it into the module's buffers."""
+def fit_linear(tr: Arrays, cfg: AnyTrainConfig, proj_dim: int) -> LinearExpert:
+    """The linear expert (`moe.linear_expert`) fitted on the train rows, over the inputs the
+    MoE's encoders read (same standardisation and projection), with the same prior
+    correction as the neural members."""
     from moe.linear_expert import fit_linear_expert
 
-    x, mask = to_tensors(tr, torch.device("cpu"))
-    encoders = cast(nn.ModuleDict, module.encoders)
-    z = {m: cast(ModalityEncoder, encoders[m]).inputs(x[m]).double().numpy() for m in MODALITIES}
     assert tr.y is not None
-    w, pattern, _alpha = fit_linear_expert(z, tr.mask, tr.y, pos_weight)
+    module = LinearExpert(tr.dims(), proj_dim)
+    fit_input_transform(module, tr, proj_dim)
+    x, _ = to_tensors(tr, torch.device("cpu"))
+    z = {m: cast(ModalityEncoder, module.encoders[m]).inputs(x[m]).double().numpy()
+         for m in MODALITIES}
+    pw = pos_weight_of(tr.y, cfg.class_weight)
+    w, pattern, alpha = fit_linear_expert(z, tr.mask, tr.y, pw)
     for m in MODALITIES:
         getattr(module, f"lin_{m}").copy_(torch.from_numpy(w[m]))
     module.lin_pattern.copy_(torch.from_numpy(pattern))  # type: ignore[operator]
+    if cfg.prior_correction:
+        module.logit_offset.fill_(-math.log(pw))
+    module.ridge_alpha = alpha
+    return module.to(torch.device(resolve_device(cfg.device))).eval()
 
 
 def _fit_one(
@@ -497,10 +514,7 @@ def _fit_one(
     seed_everything(cfg.seed)
     module = MoE(dims, cfg.model)
     fit_input_transform(module, tr, cfg.proj_dim)
-    if cfg.linear_expert:
-        fit_linear(module, tr, pos_weight_of(tr.y, cfg.class_weight))
-    module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout,
-                                score_initial=cfg.linear_expert)
+    module, hist = train_module(module, tr, va, cfg, modality_drop=cfg.modality_dropout)
     if cfg.prior_correction:
         pw = pos_weight_of(tr.y, cfg.class_weight)
         module.logit_offset.fill_(-math.log(pw))  # type: ignore[operator]

@@ -1,12 +1,11 @@
 """moe.linear_expert and the MoE's linear expert: the closed-form fit recovers a planted
-linear logit, the untrained MoE is exactly its linear expert, a missing modality's vector
-is never read, training is kept only when it helps on validation, and the `linear` baseline
-is that expert alone."""
+linear logit, a missing modality's vector is never read, the MoE's logit is the stated blend
+of its neural members and the linear expert (which is the `linear` baseline), and saved
+models round-trip."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -14,8 +13,9 @@ import moe
 from moe.data import MODALITIES
 from moe.linear_expert import design, fit_linear_expert, pattern_bits
 from moe.metrics import auroc
-from moe.model import ModelConfig, MoE, linear_logit
+from moe.model import LinearExpert, linear_logit
 from moe.toydata import make_table
+from moe.train import FittedMoE
 
 torch.set_num_threads(1)
 DIMS = {"ehr": 6, "notes": 5, "cxr": 4}
@@ -63,63 +63,60 @@ def test_fit_ignores_absent_modalities_values():
     assert (design(z, mask)[absent][:, 11:15] == 0).all()  # CXR columns: 6 + 5 .. + 4
 
 
-def test_untrained_moe_is_its_linear_expert_and_ignores_missing_vectors():
-    torch.manual_seed(0)
-    model = MoE(DIMS, ModelConfig(width=16, expert_hidden=16, linear_expert=True)).eval()
+def test_linear_expert_module_computes_the_linear_logit_and_ignores_missing_vectors():
     g = torch.Generator().manual_seed(1)
+    lin = LinearExpert(DIMS, proj_dim=0)
     for m in MODALITIES:
-        getattr(model, f"lin_{m}").copy_(torch.randn(DIMS[m], generator=g))
-    model.lin_pattern.copy_(torch.randn(8, generator=g))
+        getattr(lin, f"lin_{m}").copy_(torch.randn(DIMS[m], generator=g))
+    lin.lin_pattern.copy_(torch.randn(8, generator=g))
     x = {m: torch.randn(40, d, generator=g) for m, d in DIMS.items()}
     mask = torch.rand(40, 3, generator=g) < 0.6
     mask[:, 0] = True
-    out = model(x, mask)["logits"]
-    z = {m: model.encoders[m].inputs(x[m]) for m in MODALITIES}
-    assert torch.allclose(out, linear_logit(z, mask, model), atol=1e-6)
+    out = lin(x, mask)["logits"]
+    bits = (mask.long() * torch.tensor([1, 2, 4])).sum(1)
+    expected = lin.lin_pattern[bits] + sum(
+        torch.where(mask[:, j], x[m] @ getattr(lin, f"lin_{m}"), torch.zeros(40))
+        for j, m in enumerate(MODALITIES))
+    assert torch.allclose(out, expected, atol=1e-6)
+    z = {m: lin.encoders[m].inputs(x[m]) for m in MODALITIES}
+    assert torch.equal(linear_logit(z, mask, lin), out)
     x2 = dict(x)
     x2["cxr"] = torch.where(mask[:, 2:3], x["cxr"], torch.full_like(x["cxr"], float("nan")))
-    assert torch.equal(model(x2, mask)["logits"], out)
+    assert torch.equal(lin(x2, mask)["logits"], out)
 
 
-def test_training_is_kept_only_when_it_helps_on_validation():
-    table = make_table(1500, seed=2, signal=2.0)[0]
-    frozen = moe.fit(table, "mortality", {**FAST, "linear_expert": True, "lr": 1e-12})
-    assert frozen.history["best_epoch"] == -1  # no epoch beat the linear expert
-    lin = moe.fit_baseline(table, "mortality", "linear", FAST)
-    # ... so the MoE is exactly the `linear` baseline (before Platt scaling)
-    a, b = frozen.calibration
-    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
-    assert np.allclose(a * logit(lin.predict_proba(table)) + b,
-                       logit(frozen.predict_proba(table)), atol=1e-4)
+def _logit(p):
+    return np.log(p / (1 - p))
 
 
-def test_training_is_kept_when_the_linear_expert_misses_an_interaction():
-    rng = np.random.default_rng(0)
-    n = 3000
-    x = {m: rng.normal(size=(n, d)).astype(np.float32) for m, d in DIMS.items()}
-    # a label no linear logit can rank: the sign of a product of two modalities' inputs
-    p = np.where(x["ehr"][:, 0] * x["notes"][:, 0] > 0, 0.7, 0.1)
-    table = pd.DataFrame({
-        "stay_id": np.arange(n), "split": np.array(["train", "val", "test"])[np.arange(n) % 3],
-        "mortality": (rng.random(n) < p).astype(float),
-        "has_ehr": True, "has_notes": True, "has_cxr": True,
-        **{m: list(x[m]) for m in MODALITIES},
-    })
-    cfg = {**FAST, "linear_expert": True, "max_epochs": 40, "patience": 8, "proj_dim": 0,
-           "lr": 1e-2, "batch_size": 128}
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_moe_logit_blends_the_neural_mean_with_the_linear_baseline(ensemble):
+    table = make_table(1200, seed=2, signal=2.0)[0]
+    cfg = {**FAST, "ensemble": ensemble, "linear_weight": 0.3, "calibration": "none"}
     fitted = moe.fit(table, "mortality", cfg)
-    lin = moe.fit_baseline(table, "mortality", "linear", cfg)
-    test = (table.split == "test").to_numpy()
-    y = table.mortality.to_numpy()[test]
-    assert fitted.history["best_epoch"] >= 0
-    assert auroc(y, lin.predict_proba(table)[test]) < 0.6
-    assert auroc(y, fitted.predict_proba(table)[test]) > 0.7
+    members = fitted.module.members
+    assert len(members) == ensemble
+    neural = np.mean([_logit(FittedMoE(m, "mortality", fitted.config).predict_proba(table))
+                      for m in members], axis=0)
+    lin = moe.fit_baseline(table, "mortality", "linear", cfg)  # the same closed-form fit
+    expected = 0.7 * neural + 0.3 * _logit(lin.predict_proba(table))
+    assert np.allclose(_logit(fitted.predict_proba(table)), expected, atol=1e-4)
+    assert fitted.history["linear"]["ridge_alpha"] > 0
+    # the linear weight moves the prediction; 0 leaves the neural experts alone
+    plain = moe.fit(table, "mortality", {**cfg, "linear_weight": 0.0})
+    assert getattr(plain.module, "linear", None) is None
+    assert np.allclose(_logit(plain.predict_proba(table)), neural, atol=1e-4)
 
 
-@pytest.mark.parametrize("linear", [True, False])
-def test_save_load_roundtrip_with_and_without_linear_expert(tmp_path, linear):
+@pytest.mark.parametrize("weight", [0.5, 0.0])
+def test_save_load_roundtrip_with_and_without_linear_expert(tmp_path, weight):
     table = make_table(600, seed=3)[0]
-    m = moe.fit(table, "mortality", {**FAST, "linear_expert": linear})
+    m = moe.fit(table, "mortality", {**FAST, "linear_weight": weight})
     m.save(tmp_path)
     assert np.array_equal(moe.load(tmp_path).predict_proba(table), m.predict_proba(table))
-    assert any(k.startswith("lin_") for k in m.module.state_dict()) is linear
+    assert any(k.startswith("linear.lin_") for k in m.module.state_dict()) is (weight > 0)
+
+
+def test_bad_linear_weight_is_refused():
+    with pytest.raises(ValueError, match="linear_weight"):
+        moe.fit(make_table(200, seed=0)[0], "mortality", {**FAST, "linear_weight": 1.5})

@@ -118,10 +118,12 @@ def test_neural_baselines_get_the_same_input_projection_as_the_moe(toy):
     """A comparison with the MoE must not be a comparison of input projections."""
     cfg = {**FAST, "proj_dim": 8}
     ef = moe.fit_baseline(toy, "mortality", "early_fusion", cfg).parts["module"]
-    mixture = moe.fit(toy, "mortality", cfg).module
+    fitted = moe.fit(toy, "mortality", cfg).module
+    mixture, linear = fitted.members[0], fitted.linear
     assert ef.projected == {"ehr": False, "notes": True, "cxr": True}
     for m, d in (("notes", 11), ("cxr", 40)):
         assert torch.equal(getattr(ef, f"proj_{m}"), mixture.encoders[m].proj)
+        assert torch.equal(linear.encoders[m].proj, mixture.encoders[m].proj)
         assert not torch.equal(getattr(ef, f"proj_{m}"), torch.eye(d)[:, :8])  # PCA was fitted
     off = moe.fit_baseline(toy, "mortality", "early_fusion", {**FAST, "proj_dim": 0})
     assert not any(off.parts["module"].projected.values())

@@ -196,9 +196,11 @@ def test_default_routes_two_experts_plus_shared_expert():
 def test_pca_projection_roundtrip(tmp_path):
     table, _ = make_table(600, seed=3, dims={"ehr": 6, "notes": 12, "cxr": 40})
     m = moe.fit(table, "long_los", {**FAST, "max_epochs": 1, "proj_dim": 8})
-    enc = m.module.encoders["cxr"]
+    neural, linear = m.module.members[0], m.module.linear
+    enc = neural.encoders["cxr"]
     assert enc.projected and enc.proj.shape == (40, 8)
-    assert not m.module.encoders["ehr"].projected  # narrower than proj_dim: used as is
+    assert not neural.encoders["ehr"].projected  # narrower than proj_dim: used as is
+    assert torch.equal(linear.encoders["cxr"].proj, enc.proj)  # the linear expert's too
     m.save(tmp_path)
     again = FittedMoE.load(tmp_path)
     assert np.array_equal(again.predict_proba(table), m.predict_proba(table))
@@ -226,7 +228,7 @@ def test_top_principal_directions_match_a_full_eigendecomposition(n):
 
 def test_seed_ensemble_averages_members_and_round_trips(tmp_path):
     table = make_table(400, seed=4, dims={"ehr": 6, "notes": 9, "cxr": 12})[0]
-    cfg = {**FAST, "max_epochs": 2}
+    cfg = {**FAST, "max_epochs": 2, "linear_weight": 0.0}  # the blend: test_linear_expert.py
     single = moe.fit(table, "mortality", cfg)
     ens = moe.fit(table, "mortality", {**cfg, "ensemble": 2})
     assert len(ens.module.members) == 2 and ens.expert_names == single.expert_names
