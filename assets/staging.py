@@ -11,12 +11,13 @@ from dagster import (
     asset,
 )
 
-from plumbing.dagster_config import About, config_from, config_of, launch_checked
+from plumbing.dagster_config import config_from, config_of, launch_checked
 from plumbing.pools import DUCKDB_POOL
 from plumbing.resources import DuckDBSettings, ProjectResource
 from sql import (
     RAW_TABLES,
     STAGED_NAMES,
+    STAGING_ABOUT,
     STAGING_SQL,
     BuildResult,
     StagingParams,
@@ -28,14 +29,7 @@ StagingConfig = config_from(
     "StagingConfig",
     "Staging settings (defaults: sql.build.StagingParams).",
     [StagingParams],
-    {
-        "max_rejected_fraction": About(
-            "More than this share of the table's rows dropped (malformed, duplicate keys) "
-            "fails the step before any output is replaced; fewer are dropped with a warning.",
-            ge=0.0,
-            le=1.0,
-        )
-    },
+    STAGING_ABOUT,  # beside the dataclass, which checks its own values with it
 )
 
 

@@ -138,11 +138,29 @@ def cohort_views(con: duckdb.DuckDBPyConnection, data_dir: Path) -> CohortParams
     return params
 
 
+# Each staging setting's description and bounds: the launchpad's (assets/staging.py
+# StagingConfig is generated from StagingParams with this table) and the dataclass's own check.
+STAGING_ABOUT: dict[str, About] = {
+    "max_rejected_fraction": About(
+        "More than this share of the table's rows dropped (malformed, duplicate keys) "
+        "fails the step before any output is replaced; fewer are dropped with a warning.",
+        ge=0.0,
+        le=1.0,
+    )
+}
+
+
 @dataclass(frozen=True)
 class StagingParams:
+    """The staging settings. A value outside `STAGING_ABOUT`'s bounds is a ValueError
+    naming the field."""
+
     # more than this share of a table's rows dropped (malformed, duplicate, implausible)
     # fails the staging before any output is replaced; fewer are dropped with a warning
     max_rejected_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_bounds(self, STAGING_ABOUT)
 
 
 @dataclass
