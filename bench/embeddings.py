@@ -30,6 +30,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+from moe.embed_config import CxrEmbeddingSettings, NoteEmbeddingSettings
+
 SIZES = {"tiny": (4, 4), "quick": (48, 32), "full": (160, 96)}
 NOTE_BATCHES = {"tiny": [4], "quick": [16, 64], "full": [16, 64, 128]}
 CXR_CONFIGS = {
@@ -37,8 +39,9 @@ CXR_CONFIGS = {
     "quick": [(16, 0), (16, 2)],
     "full": [(16, 0), (16, 2), (32, 2)],
 }
-DEFAULT_NOTE_BATCH = 64  # NoteEmbeddingsConfig.batch_size
-DEFAULT_CXR = (16, 0)  # CxrEmbeddingsConfig.batch_size, num_workers (auto: 0 on <= 2 CPU cores)
+DEFAULT_NOTE_BATCH = NoteEmbeddingSettings.batch_size  # the note assets' default
+# the X-ray assets' default batch size, and num_workers (auto: 0 on <= 2 CPU cores)
+DEFAULT_CXR = (CxrEmbeddingSettings.batch_size, 0)
 # each side (bare forward, asset path) runs this often, interleaved; its fastest run counts:
 # one forward pass over 96 images varies by up to 20% from run to run on the 2-core machine
 REPEATS = 3

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from moe.embed_config import CxrEmbeddingSettings
 from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_bytes
 from moe.lazy_model import LazyModel
 
@@ -55,6 +56,7 @@ WEIGHTS_URL = (
     "seed0-best.pt"
 )
 PREPROCESS_ID = "xrv-normalize1024-centrecrop-resize224-skimage"
+_D = CxrEmbeddingSettings  # the defaults of the encoder's settings (moe.embed_config)
 
 ProgressFn = Callable[[int, int], None]
 
@@ -167,11 +169,11 @@ class CxrEncoder(LazyModel):
 
     def __init__(
         self,
-        weights: str = "random",
-        seed: int = 0,
-        device: str = "auto",
-        batch_size: int = 16,
-        num_workers: int = -1,
+        weights: str = _D.cxr_weights,
+        seed: int = _D.seed,
+        device: str = _D.device,
+        batch_size: int = _D.batch_size,
+        num_workers: int = _D.num_workers,
         size: int = 224,
     ) -> None:
         self._device_cfg = device

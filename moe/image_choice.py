@@ -5,6 +5,9 @@
     # writes out_dir/pNN.parquet: stay_id, dicom_id, ok, vector; fill_cxr_shard: one folder
     stays_summary(encoder, counts, dropped, per_folder)  # what the run did: counts only
 
+`ImageWork` bundles one run's settings, encoder, cache, image root and eligible images,
+and runs the above with them (what the X-ray assets do).
+
 Work runs by MIMIC-CXR top folder (`files/pNN/...`, `cxr_folder`), so a killed run redoes
 only the folder in flight. Leak guard: an image whose `study_time` is at or after the
 stay's prediction time t0 is dropped here again, and counted. Per stay the latest
@@ -15,6 +18,7 @@ keeps its latest one with `ok = false` and no vector.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,13 @@ import pyarrow as pa
 
 from moe.cxr_encoder import CxrEncoder, ProgressFn, decode_failures_warning, fill_cxr_cache
 from moe.dataset import prediction_times, vector_column
+from moe.embed_config import CxrEmbeddingSettings
 from moe.embedding_cache import EmbeddingCache, add_counts, int_counts, per_second, progress_logger
 from plumbing.atomic import write_parquet_atomic
 
 CXR_FOLDERS = [f"p{i}" for i in range(10, 20)]
 OTHER_SHARD = "other"
+Log = Callable[[str], None]
 
 
 def cxr_folder(path: str) -> str:
@@ -115,7 +121,7 @@ def embed_images_per_stay(
     images: pd.DataFrame,
     out_dir: Path,
     log: Callable[[str], None] | None = None,
-    log_every: int = 20,
+    log_every: int = CxrEmbeddingSettings.log_every,
 ) -> tuple[dict[str, float], dict[str, int]]:
     """Fill the cache folder by folder and write `out_dir/<folder>.parquet` (`stay_images`)
     for each; files of folders that no longer have a stay are removed. `log` gets a
@@ -185,6 +191,58 @@ def shard_summary(encoder: CxrEncoder, counts: Mapping[str, float]) -> dict[str,
     }
 
 
-__all__ = ["CXR_FOLDERS", "OTHER_SHARD", "cxr_folder", "eligible_images",
+@dataclass
+class ImageWork:
+    """One run's settings, encoder, cache, image root and images before t0 (with the count
+    of those dropped): `per_stay` embeds them all and writes one file per folder, `fill`
+    fills the cache for one folder."""
+
+    settings: CxrEmbeddingSettings
+    encoder: CxrEncoder
+    cache: EmbeddingCache
+    cxr_root: Path
+    images: pd.DataFrame
+    dropped: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        settings: CxrEmbeddingSettings,
+        encoder: CxrEncoder,
+        cache_dir: Path,
+        cxr_root: Path,
+        cohort_cxr: pd.DataFrame,
+        cohort: pd.DataFrame,
+    ) -> ImageWork:
+        """`encoder`'s cache under `cache_dir` and the images of `eligible_images`."""
+        cache = EmbeddingCache(cache_dir, "cxr", encoder.model_key, encoder.dim)
+        return cls(settings, encoder, cache, cxr_root, *eligible_images(cohort_cxr, cohort))
+
+    def per_stay(
+        self, out_dir: Path, log: Log | None = None
+    ) -> tuple[dict[str, float], dict[str, int]]:
+        """`embed_images_per_stay` into `out_dir`: (counts, stays per folder)."""
+        return embed_images_per_stay(self.encoder, self.cache, self.cxr_root, self.images,
+                                     out_dir, log, self.settings.log_every)  # fmt: skip
+
+    def fill(self, shard: str, log: Log | None = None) -> dict[str, float]:
+        """`fill_cxr_shard` of folder `shard`: its counts."""
+        progress = progress_logger(log, f"cxr {shard}", self.settings.log_every) if log else None
+        root = self.cxr_root
+        return fill_cxr_shard(self.encoder, self.cache, root, self.images, shard, progress)[1]
+
+    def summary(self, counts: Mapping[str, float], per_folder: Mapping[str, int]) -> dict[str, Any]:
+        """`stays_summary` of a `per_stay` run."""
+        return stays_summary(self.encoder, counts, self.dropped, per_folder)
+
+    def shard_summary(self, counts: Mapping[str, float]) -> dict[str, Any]:
+        return shard_summary(self.encoder, counts)
+
+    def warning(self, counts: Mapping[str, float], failed: str) -> str | None:
+        """`undecoded_warning` for the `failed` count (`decode_failures`, `new_decode_failures`)."""
+        return undecoded_warning(counts, self.cxr_root, failed)
+
+
+__all__ = ["CXR_FOLDERS", "OTHER_SHARD", "ImageWork", "cxr_folder", "eligible_images",
            "embed_images_per_stay", "fill_cxr_shard", "pick_image_per_stay", "shard_summary",
            "stay_images", "stays_summary", "undecoded_warning"]

@@ -5,6 +5,9 @@
     # table: stay_id, n_notes, vector; fill_note_shard(..., "03") fills one bucket only
     stays_summary(encoder, table.num_rows, c, counts, 720)  # what the run did: counts only
 
+`NoteWork` bundles one run's settings, encoder, cache and eligible notes, and runs the
+above with them (what the note assets do).
+
 Work is split into 16 buckets of sha256(note_id) (`note_bucket`), so a killed run redoes
 only the bucket in flight and a backfill can spread buckets over processes. Leak guard: a
 note whose `charttime`, or `storetime` where the staged table has one, is at or after the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +31,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from moe.dataset import prediction_times, vector_column
+from moe.embed_config import NoteEmbeddingSettings
 from moe.embedding_cache import EmbeddingCache, add_counts, int_counts, per_second, progress_logger
 from moe.text_encoder import ProgressFn, TextEncoder, fill_note_cache, recency_weighted_mean
 
 N_NOTE_BUCKETS = 16
 NOTE_BUCKETS = [f"{i:02d}" for i in range(N_NOTE_BUCKETS)]
 NOTE_TABLES = ("staged_discharge", "staged_radiology")  # the staged tables with note text
+Log = Callable[[str], None]
 
 
 def note_bucket(note_id: str) -> str:
@@ -165,7 +171,7 @@ def embed_notes_per_stay(
     notes: pd.DataFrame,
     half_life_hours: float,
     log: Callable[[str], None] | None = None,
-    log_every: int = 10,
+    log_every: int = NoteEmbeddingSettings.log_every,
 ) -> tuple[pa.Table, dict[str, float]]:
     """Fill the cache bucket by bucket, then pool: (`stay_id, n_notes, vector`, counts).
     `log` gets a progress line per `log_every` blocks of each bucket."""
@@ -241,6 +247,59 @@ def shard_summary(encoder: TextEncoder, counts: Mapping[str, float]) -> dict[str
     }
 
 
-__all__ = ["NOTE_BUCKETS", "NOTE_TABLES", "N_NOTE_BUCKETS", "capped_warning", "eligible_notes",
-           "embed_notes_per_stay", "fill_note_shard", "load_note_texts", "note_bucket",
-           "note_shard_rows", "pool_notes_per_stay", "shard_summary", "stays_summary"]
+@dataclass
+class NoteWork:
+    """One run's settings, encoder, cache, staged note tables and notes before t0 (with the
+    counts of those dropped): `per_stay` embeds and pools them all, `fill` one bucket."""
+
+    settings: NoteEmbeddingSettings
+    encoder: TextEncoder
+    cache: EmbeddingCache
+    staged: list[Path]
+    notes: pd.DataFrame
+    dropped: dict[str, int]
+
+    @classmethod
+    def of(
+        cls,
+        settings: NoteEmbeddingSettings,
+        encoder: TextEncoder,
+        cache_dir: Path,
+        staged: Sequence[Path],
+        cohort_notes: pd.DataFrame,
+        cohort: pd.DataFrame,
+    ) -> NoteWork:
+        """`encoder`'s cache under `cache_dir` and the notes of `eligible_notes`."""
+        cache = EmbeddingCache(cache_dir, "notes", encoder.model_key, encoder.dim)
+        return cls(settings, encoder, cache, list(staged), *eligible_notes(cohort_notes, cohort))
+
+    def per_stay(self, log: Log | None = None) -> tuple[pa.Table, dict[str, float]]:
+        """`embed_notes_per_stay`: (`stay_id, n_notes, vector`, counts)."""
+        s = self.settings
+        return embed_notes_per_stay(self.encoder, self.cache, self.staged, self.notes,
+                                    s.recency_half_life_hours, log, s.log_every)  # fmt: skip
+
+    def fill(self, shard: str, log: Log | None = None) -> dict[str, float]:
+        """`fill_note_shard` of bucket `shard`: its counts."""
+        every = self.settings.log_every
+        progress = progress_logger(log, f"notes bucket {shard}", every) if log else None
+        rows = self.notes
+        return fill_note_shard(self.encoder, self.cache, self.staged, rows, shard, progress)[1]
+
+    def summary(self, n_stays: int, counts: Mapping[str, float]) -> dict[str, Any]:
+        """`stays_summary` of a `per_stay` run."""
+        half_life = self.settings.recency_half_life_hours
+        return stays_summary(self.encoder, n_stays, counts, self.dropped, half_life)
+
+    def shard_summary(self, counts: Mapping[str, float]) -> dict[str, Any]:
+        return shard_summary(self.encoder, counts)
+
+    def warning(self, counts: Mapping[str, float]) -> str | None:
+        """`capped_warning`: notes cut to `max_chunks_per_note` windows, or None."""
+        return capped_warning(self.encoder, counts)
+
+
+__all__ = ["NOTE_BUCKETS", "NOTE_TABLES", "N_NOTE_BUCKETS", "NoteWork", "capped_warning",
+           "eligible_notes", "embed_notes_per_stay", "fill_note_shard", "load_note_texts",
+           "note_bucket", "note_shard_rows", "pool_notes_per_stay", "shard_summary",
+           "stays_summary"]

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from moe.embed_config import DEFAULT_MAX_CHUNKS, DEFAULT_TEXT_MODEL, NoteEmbeddingSettings
 from moe.embedding_cache import EmbeddingCache, make_model_key, sha256_text
 from moe.lazy_model import LazyModel, resolve_device
 
@@ -57,7 +58,6 @@ __all__ = [
     "resolve_text_model",
 ]
 
-DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {
     "",
     "default",
@@ -68,7 +68,7 @@ _DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 ProgressFn = Callable[[int, int], None]
 BACKENDS = ("auto", "torch", "onnx")
-DEFAULT_MAX_CHUNKS = 64
+_D = NoteEmbeddingSettings  # the defaults of the encoder's settings (moe.embed_config)
 
 
 def enforce_offline() -> None:
@@ -221,14 +221,14 @@ class TextEncoder(LazyModel):
 
     def __init__(
         self,
-        model: str = DEFAULT_TEXT_MODEL,
-        device: str = "auto",
-        batch_size: int = 64,
-        chunk_tokens: int = 0,
-        chunk_overlap: int = 32,
-        backend: str = "auto",
-        quantization: str = "none",
-        max_chunks_per_note: int = DEFAULT_MAX_CHUNKS,
+        model: str = _D.model,
+        device: str = _D.device,
+        batch_size: int = _D.batch_size,
+        chunk_tokens: int = _D.chunk_tokens,
+        chunk_overlap: int = _D.chunk_overlap,
+        backend: str = _D.backend,
+        quantization: str = _D.quantization,
+        max_chunks_per_note: int = _D.max_chunks_per_note,
         model_cache: Path | None = None,
     ) -> None:
         enforce_offline()

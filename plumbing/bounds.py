@@ -1,9 +1,10 @@
 """A setting's description and bounds (`About`), and the check of a value against them.
 
-No Dagster import: the library's dataclasses (`sql.build.CohortParams`) check their own
-values with the same table that `plumbing.dagster_config.config_from` turns into the
-launchpad's pydantic bounds, so a bad value is refused whether the run was launched from
-Dagster or the dataclass was built in a notebook.
+No Dagster import: the library's dataclasses (`sql.build.CohortParams`, `StagingParams`,
+`moe.embed_config`'s settings) check their own values with the same table that
+`plumbing.dagster_config.config_from` turns into the launchpad's pydantic bounds, so a bad
+value is refused whether the run was launched from Dagster or the dataclass was built in a
+notebook.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Dagster `Config` classes generated from the library's dataclasses, checked at launch.
 
-One source per setting: the library dataclass (`sql.build.CohortParams`,
-`moe.model.ModelConfig`, `moe.train.TrainConfig`) owns each setting's name, type and
+One source per setting: the library dataclass (`sql.build.CohortParams` and
+`StagingParams`, `moe.model.ModelConfig`, `moe.train.TrainConfig`, `moe.embed_config`'s
+`NoteEmbeddingSettings` and `CxrEmbeddingSettings`) owns each setting's name, type and
 default. `config_from` builds the launchpad's `Config` from it, adding what only the
 launchpad needs: a description and the bounds of each field (`About`, plumbing/bounds.py,
 where a dataclass may keep its own table and check itself with it). A field without an

@@ -37,7 +37,7 @@ USERS = ("bench", "tests", "scripts", "deploy")
 RULES: dict[str, Rule] = {
     "pipelines": Rule(may_import=("assets", "plumbing")),
     "assets": Rule(may_import=("moe", "sql", "plumbing", "synthetic")),
-    "moe": Rule(may_import=("plumbing.atomic", "plumbing.tasks"), never_reach=("dagster",)),
+    "moe": Rule(may_import=("plumbing.atomic", "plumbing.bounds", "plumbing.tasks"), never_reach=("dagster",)),
     "sql": Rule(may_import=("plumbing",), never_import=("dagster",)),
     "plumbing": Rule(may_import=()),
     "synthetic": Rule(may_import=("plumbing.atomic",), never_reach=("dagster",)),
