@@ -37,17 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.proc import Measurement, demo_env, python_cmd, run_measured
+from plumbing.raw_layout import RAW_TABLES
 
 STEPS = [
     "mimic_raw",
-    "staged_patients",
-    "staged_admissions",
-    "staged_icustays",
-    "staged_chartevents",
-    "staged_labevents",
-    "staged_discharge",
-    "staged_radiology",
-    "staged_cxr_metadata",
+    *(f"staged_{name}" for name in RAW_TABLES),  # the raw-layout registry's order
     "cohort",
     "ehr_features",
     "cohort_notes",

@@ -26,6 +26,8 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
+from plumbing.raw_layout import RAW_TABLES
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DAGSTER = VENV_BIN / "dagster"
@@ -36,14 +38,7 @@ SELECT_TO_MODEL = f"*moe_{TASK}"
 
 # Tables whose content must be identical between an interrupted+resumed and a clean run.
 TABLES = [
-    "staged_patients",
-    "staged_admissions",
-    "staged_icustays",
-    "staged_chartevents",
-    "staged_labevents",
-    "staged_discharge",
-    "staged_radiology",
-    "staged_cxr_metadata",
+    *(f"staged_{name}" for name in RAW_TABLES),  # every staged table, in the registry's order
     "cohort",
     "ehr_features",
     "cohort_notes",
@@ -74,6 +69,22 @@ def make_home(root: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     return home
+
+
+def bench_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `python -m bench` run in a test: this process's, with the data
+    folder and the Dagster home under `tmp_path`, encoders offline and no MIMIC root."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "MOE_DATA_DIR": str(tmp_path / "data"),
+            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+        }
+    )
+    env.pop("MOE_MIMIC_ROOT", None)
+    return env
 
 
 def run_env(data_dir: Path, home: Path, **extra: str) -> dict[str, str]:

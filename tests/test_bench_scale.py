@@ -8,7 +8,6 @@ Not timed: it checks the profile runs and reports, not how fast anything is.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,22 +16,14 @@ import pytest
 
 from bench.__main__ import SCALE_BEGIN, SCALE_END
 from bench.scale import STEPS, prepare_raw
+from tests.reliability_helpers import bench_env
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow  # 13 step processes: ~30 s quiet, 64-122 s on loaded cores
 def test_bench_scale_tiny_prints_json_with_steps_and_peak_rss(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MOE_DATA_DIR": str(tmp_path / "data"),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-        }
-    )
-    env.pop("MOE_MIMIC_ROOT", None)
+    env = bench_env(tmp_path)
     results = tmp_path / "RESULTS.md"
     results.write_text(f"# Results\n\nkept\n\n{SCALE_BEGIN}\nold\n{SCALE_END}\n\ntail kept\n")
     cmd = [sys.executable, "-m", "bench", "--scale", "--stays", "20"]

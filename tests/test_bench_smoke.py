@@ -8,10 +8,11 @@ It checks that the benchmarks still run, not how fast anything is: timings belon
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.reliability_helpers import bench_env
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRED = [
@@ -29,16 +30,7 @@ REQUIRED = [
 
 
 def test_bench_quick_tiny_prints_json_summary(tmp_path: Path) -> None:
-    env = dict(os.environ)
-    env.update(
-        {
-            "MOE_DATA_DIR": str(tmp_path / "data"),
-            "DAGSTER_HOME": str(tmp_path / "dagster_home"),
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-        }
-    )
-    env.pop("MOE_MIMIC_ROOT", None)
+    env = bench_env(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--tiny", "--workdir", str(tmp_path / "b")],
         cwd=REPO,

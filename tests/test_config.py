@@ -71,6 +71,78 @@ def test_cohort_params_accept_their_bounds_and_share_them_with_the_launchpad():
         )
 
 
+def _launchpad_and_library() -> list[tuple[type, type, dict[str, About]]]:
+    """(generated Config, its library dataclass, the About table beside the dataclass)."""
+    from assets.embeddings import CxrEmbeddingsConfig, NoteEmbeddingsConfig
+    from assets.staging import StagingConfig
+    from moe.embed_config import CXR_ABOUT, NOTE_ABOUT, CxrEmbeddingSettings, NoteEmbeddingSettings
+    from sql.build import STAGING_ABOUT, StagingParams
+
+    return [
+        (StagingConfig, StagingParams, STAGING_ABOUT),
+        (NoteEmbeddingsConfig, NoteEmbeddingSettings, NOTE_ABOUT),
+        (CxrEmbeddingsConfig, CxrEmbeddingSettings, CXR_ABOUT),
+    ]
+
+
+def test_the_staging_and_embedding_configs_are_the_library_dataclasses():
+    for config, source, about in _launchpad_and_library():
+        assert config().model_dump() == dataclasses.asdict(source()), config.__name__
+        assert config().to(source) == source()
+        for name, a in about.items():  # each description and bound comes from the library
+            info = config.model_fields[name]
+            assert info.description == a.description
+            assert {k: getattr(m, k) for m in info.metadata for k in a.bounds() if hasattr(m, k)} == (
+                a.bounds()
+            )
+    from assets.embeddings import NoteEmbeddingsConfig
+    from moe.embed_config import NoteEmbeddingSettings
+
+    assert NoteEmbeddingsConfig(batch_size=8).to(NoteEmbeddingSettings).batch_size == 8
+
+
+def test_the_encoders_take_their_defaults_from_the_settings():
+    """TextEncoder and CxrEncoder keep their keyword API; the defaults are the settings'."""
+    from moe.cxr_encoder import CxrEncoder
+    from moe.embed_config import CxrEmbeddingSettings, NoteEmbeddingSettings
+    from moe.text_encoder import TextEncoder
+
+    for encoder, settings in ((TextEncoder, NoteEmbeddingSettings()), (CxrEncoder, CxrEmbeddingSettings())):
+        params = inspect.signature(encoder.__init__).parameters
+        kwargs = settings.encoder_kwargs()
+        assert kwargs and {k: params[k].default for k in kwargs} == kwargs, encoder.__name__
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "value", "allowed"),
+    [
+        ("StagingParams", "max_rejected_fraction", 1.5, ">= 0 and <= 1"),
+        ("StagingParams", "max_rejected_fraction", -0.01, ">= 0 and <= 1"),
+        ("StagingParams", "max_rejected_fraction", float("nan"), ">= 0 and <= 1"),
+        ("StagingParams", "max_rejected_fraction", "0.1", ">= 0 and <= 1"),
+        ("NoteEmbeddingSettings", "batch_size", 0, ">= 1"),
+        ("NoteEmbeddingSettings", "chunk_overlap", -1, ">= 0"),
+        ("NoteEmbeddingSettings", "max_chunks_per_note", 100_001, ">= 1 and <= 100000"),
+        ("NoteEmbeddingSettings", "recency_half_life_hours", 0.0, "> 0"),
+        ("CxrEmbeddingSettings", "num_workers", -2, ">= -1"),
+        ("CxrEmbeddingSettings", "seed", -1, ">= 0"),
+        ("CxrEmbeddingSettings", "log_every", 0, ">= 1"),
+    ],
+)
+def test_staging_and_embedding_settings_refuse_a_value_out_of_bounds_without_dagster(
+    source, field, value, allowed
+):
+    """As CohortParams: the library dataclass checks itself (a notebook's `build_staged`,
+    `NoteWork`, `ImageWork` too) with the launchpad's bounds; the error names the field, the
+    value and the range."""
+    cls = next(s for _, s, _ in _launchpad_and_library() if s.__name__ == source)
+    with pytest.raises(ValueError) as err:
+        cls(**{field: value})
+    assert str(err.value).startswith(f"{source}.{field} = {value!r} is out of range")
+    assert f"must be a number {allowed}" in str(err.value)
+    cls(**{field: dataclasses.asdict(cls())[field]})  # the default is accepted
+
+
 def test_the_model_config_is_the_library_dataclasses():
     from assets.models import FIT_FIELDS, BaselinesConfig, MoETrainConfig, moe_config
 
