@@ -43,14 +43,14 @@ class ModelConfig:
     # 0: Linear (a linear token: the experts' first layer sees the inputs, so cross-modality
     # terms are formed there, as in early fusion); 1: Linear -> GELU; 2: ... -> Linear -> GELU
     encoder_layers: int = 0
-    proj_dim: int = 64  # >0: inputs wider than this go through a fixed train-PCA projection
+    proj_dim: int = 16  # >0: inputs wider than this go through a fixed train-PCA projection
     # ablation switches
     availability_masking: bool = True
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
     # weight of the linear expert (`moe.linear_expert`, a ridge fit over the same inputs) in
     # the final logit: (1 - w) * mean neural logit + w * linear logit; 0: neural experts only
-    linear_weight: float = 0.5
+    linear_weight: float = 0.25
 
     def __post_init__(self) -> None:
         self.subsets = tuple(tuple(s) for s in self.subsets)
