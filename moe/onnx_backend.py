@@ -4,8 +4,10 @@ The model is exported once from the same local folder the torch backend loads
 (`torch.onnx.export` of the whole Transformer -> Pooling -> Normalize stack, so the graph's
 output is the sentence embedding itself) and cached as
 `<model_cache>/<model slug>-<revision>-<quantization>.onnx`; every later run only loads
-that file. Nothing is downloaded. Tokenisation stays sentence-transformers' own (the torch
-backend's `preprocess`), so both backends see identical token ids.
+that file. Nothing is downloaded. Tokenisation is sentence-transformers' own: for a plain
+Transformer -> Pooling -> Normalize folder the onnx backend loads the same tokenizer alone
+and calls it as sentence-transformers does (`TextEncoder.features`), so both backends see
+identical token ids and the torch model is built only for the export.
 
 - `quantization="none"`: fp32; ONNX Runtime fuses attention, LayerNorm and GELU when it
   loads the session (`ORT_ENABLE_ALL`). Vectors match torch's to cosine > 0.9999.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,15 +124,21 @@ def _quantize_int8(src: Path, out: Path) -> None:
 
 
 def ensure_export(
-    st_model: Any, cache_dir: Path, model_name: str, revision: str, quantization: str
+    load_model: Callable[[], Any],
+    cache_dir: Path,
+    model_name: str,
+    revision: str,
+    quantization: str,
 ) -> Path:
-    """The cached `.onnx` file for this model, revision and quantisation (exported if absent)."""
+    """The cached `.onnx` file for this model, revision and quantisation; exported if
+    absent, from the SentenceTransformer `load_model()` builds (only then)."""
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
     target = export_path(cache_dir, model_name, revision, quantization)
     if target.is_file():
         return target
     log.info("exporting %s to ONNX (%s), once: %s", model_name, quantization, target)
+    st_model = load_model()
     cfg = st_model[0].auto_model.config
     heads, hidden = int(cfg.num_attention_heads), int(cfg.hidden_size)
     with atomic_path(target) as tmp:

@@ -25,12 +25,15 @@ Choices (documented here because they change the vectors, hence the cache key):
 - Backend: `torch` (sentence-transformers' own forward) or `onnx` (ONNX Runtime over a
   local export of the same model, `moe.onnx_backend`; fp32 with graph fusions, or int8
   weights with `quantization="int8"`). `auto` is `onnx` on CPU when onnxruntime is
-  installed and `torch` on a GPU. Tokenisation is the same for both. The backend and the
+  installed and `torch` on a GPU. Tokenisation is the same for both: the onnx backend
+  loads the model's tokenizer alone and calls it as sentence-transformers does (identical
+  token ids), so it builds the torch model only to export it once. The backend and the
   quantisation are part of the cache key, so vectors of different backends never mix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -194,6 +197,33 @@ _POOLING_MODES = (
 )
 
 
+# sentence_bert_config.json keys the tokenizer-only load reproduces (anything else, such
+# as tokenizer_args or another tokenizer folder, needs sentence-transformers' own load)
+_PLAIN_ST_CONFIG = {"max_seq_length", "do_lower_case"}
+
+
+def plain_tokenizer_folder(path: Path) -> Path | None:
+    """The folder a tokenizer alone can be loaded from to tokenise exactly as the
+    sentence-transformers model at `path` does (its Transformer module's folder), or None
+    when the model's preprocessing is more than that tokenizer (then the model is loaded).
+    Plain: `peek_model_info`'s stack, and a `sentence_bert_config.json` that sets only
+    `max_seq_length` and `do_lower_case: false`."""
+    import json
+
+    if peek_model_info(path) is None:
+        return None
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        module = next(m for m in modules if m["type"].endswith(".Transformer"))
+        folder = path / module["path"]
+        cfg = json.loads((folder / "sentence_bert_config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+    if set(cfg) - _PLAIN_ST_CONFIG or cfg.get("do_lower_case"):
+        return None
+    return folder
+
+
 def peek_model_info(path: Path) -> tuple[int, int] | None:
     """(max_seq_length, embedding dim) from a sentence-transformers folder's config files,
     or None when they do not settle it (then the model is loaded to ask it). Only the plain
@@ -249,6 +279,11 @@ class TextEncoder(LazyModel):
         self.revision = model_revision(path)
         self.batch_size = max(1, int(batch_size))
         self._model: Any = None
+        self._tokenizer: Any = None
+        # the onnx backend needs the model's tokenizer only (the graph holds the rest), so
+        # it loads that alone when the folder allows (`plain_tokenizer_folder`): a fraction
+        # of the SentenceTransformer build (torch model, weights)
+        self._tokenizer_folder = plain_tokenizer_folder(path) if self.backend == "onnx" else None
         # read the key's ingredients from the folder's config files when they tell them, so
         # that a run whose notes are all cached never loads the model (~7 s of imports)
         info = peek_model_info(path)
@@ -283,15 +318,24 @@ class TextEncoder(LazyModel):
 
     @property
     def onnx(self) -> Any:
-        """The ONNX Runtime session (exported once into `model_cache`), built on first use."""
+        """The ONNX Runtime session (exported once into `model_cache`, the only time the
+        onnx backend builds the SentenceTransformer), built on first use."""
         if self._onnx is None:
             from moe.onnx_backend import OnnxSentenceModel, ensure_export
 
             path = ensure_export(
-                self.model, self.model_cache, self.model_name, self.revision, self.quantization
+                lambda: self.model,
+                self.model_cache,
+                self.model_name,
+                self.revision,
+                self.quantization,
             )
             self._onnx = OnnxSentenceModel(path)
         return self._onnx
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None or self._onnx is not None
 
     @property
     def device_used(self) -> str:
@@ -304,7 +348,34 @@ class TextEncoder(LazyModel):
 
     @property
     def tokenizer(self) -> Any:
-        return self.model.tokenizer
+        """The model's tokenizer: for the onnx backend loaded alone when the folder allows
+        (as sentence-transformers loads it: `model_max_length` = the model's
+        `max_seq_length`), else the SentenceTransformer's."""
+        if self._tokenizer is None:
+            if self._tokenizer_folder is None:
+                self._tokenizer = self.model.tokenizer
+            else:
+                from transformers import AutoTokenizer
+
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    str(self._tokenizer_folder),
+                    model_max_length=self.max_seq_length,
+                    local_files_only=True,
+                )
+        return self._tokenizer
+
+    def features(self, batch: Sequence[str]) -> dict[str, Any]:
+        """The model inputs for `batch` (token ids, attention mask, ...), padded to the
+        batch's longest and cut at `max_seq_length`: sentence-transformers' own
+        preprocessing, or (tokenizer-only onnx) the same tokenizer call it makes."""
+        if self._tokenizer_folder is None:
+            prep = getattr(self.model, "preprocess", None) or self.model.tokenize
+            return dict(prep(list(batch)))
+        return dict(
+            self.tokenizer(
+                list(batch), padding=True, truncation="longest_first", return_tensors="np"
+            )
+        )
 
     def _info_from_model(self) -> tuple[int, int]:
         """(max_seq_length, dim) of the loaded model."""
@@ -369,20 +440,23 @@ class TextEncoder(LazyModel):
         self, chunks: Sequence[str], progress: ProgressFn | None = None
     ) -> np.ndarray:
         """Embed texts batched in order of decreasing length (less padding). (n, dim) float32."""
-        import torch
-
         out = np.zeros((len(chunks), self.dim), dtype=np.float32)
         if not chunks:
             return out
         order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
         n_batches = (len(order) + self.batch_size - 1) // self.batch_size
-        with torch.inference_mode():
+        if self.backend == "onnx":
+            no_grad: Any = contextlib.nullcontext()  # no torch on this path
+        else:
+            import torch
+
+            no_grad = torch.inference_mode()
+        with no_grad:
             for b in range(n_batches):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 batch = [chunks[i] for i in idx]
                 if self.backend == "onnx":
-                    prep = getattr(self.model, "preprocess", None) or self.model.tokenize
-                    vecs = self.onnx.run(prep(batch))
+                    vecs = self.onnx.run(self.features(batch))
                 else:
                     vecs = self.model.encode(
                         batch,

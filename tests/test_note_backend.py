@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from moe.embedding_cache import EmbeddingCache
-from moe.text_encoder import TextEncoder, fill_note_cache
+from moe.text_encoder import (
+    TextEncoder,
+    fill_note_cache,
+    plain_tokenizer_folder,
+    resolve_text_model,
+)
 
 pytest.importorskip("onnxruntime")
 
@@ -58,6 +63,47 @@ def test_onnx_backend_matches_torch_vectors(
     )  # fmt: skip
     np.testing.assert_allclose(again.embed_notes(NOTES), got, rtol=0, atol=1e-6)
     assert sorted(model_cache.glob(f"*-{quantization}-*.onnx")) == files
+    # with the export on disk, the onnx backend never builds the SentenceTransformer: the
+    # tokenizer alone and the session
+    assert again._model is None and again.loaded
+
+
+# texts where a tokenizer call could differ from sentence-transformers' preprocessing:
+# outer whitespace, nothing at all, accents and case, past the 256-token limit
+AWKWARD = ["  leading and trailing  \n", "", "\tTabs\r\nCRLF", "Ünïcödé CAFÉ — 10 mg/dL",
+           "x " * 600]  # fmt: skip
+
+
+def test_onnx_backend_tokenizes_as_sentence_transformers_without_the_model(
+    torch_enc: TextEncoder, model_cache: Path
+) -> None:
+    enc = TextEncoder(device="cpu", backend="onnx", model_cache=model_cache)
+    spans = [s for t in NOTES + AWKWARD for s, _ in enc.chunk(t)]
+    assert enc._model is None  # chunking used the tokenizer alone
+    assert [enc.chunk(t) for t in NOTES] == [torch_enc.chunk(t) for t in NOTES]
+    for batch in (NOTES + AWKWARD, spans, AWKWARD[-1:]):
+        got = enc.features(batch)
+        ref = torch_enc.model.preprocess(batch)
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            np.testing.assert_array_equal(got[name], ref[name].numpy())
+    assert enc.features(AWKWARD[-1:])["input_ids"].shape == (1, 256)  # cut at max_seq_length
+    assert enc._model is None
+
+
+def test_a_model_folder_with_more_than_a_tokenizer_loads_the_model(tmp_path: Path) -> None:
+    """Lower-casing, tokenizer arguments or another stack: sentence-transformers' own
+    preprocessing is more than the tokenizer, so the onnx backend builds the model."""
+    import json
+    import shutil
+
+    path, _ = resolve_text_model("default")
+    assert plain_tokenizer_folder(path) == path
+    for change in ({"do_lower_case": True}, {"tokenizer_args": {"foo": 1}}):
+        folder = tmp_path / next(iter(change))
+        shutil.copytree(path, folder, ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+        cfg = json.loads((folder / "sentence_bert_config.json").read_text())
+        (folder / "sentence_bert_config.json").write_text(json.dumps(cfg | change))
+        assert plain_tokenizer_folder(folder) is None
 
 
 def test_backend_and_quantization_are_in_the_cache_key(
