@@ -198,8 +198,12 @@ def outputs_of(data_dir: Path, task: str = TASK) -> dict[str, Any]:
     out["cxr_embeddings"] = {p.name: read_table(p) for p in cxr}
     model = data_dir / "models" / task
     metrics = json.loads((model / "metrics.json").read_text())
-    # wall-clock training time is the one field that may differ between identical runs
-    metrics.get("history", {}).pop("seconds", None)
+    # wall-clock training time is the one field that may differ between identical runs (the
+    # ensemble's total and each member's)
+    history = metrics.get("history", {})
+    history.pop("seconds", None)
+    for member in history.get("members", []):
+        member.pop("seconds", None)
     out["metrics"] = metrics
     out["predictions"] = read_table(model / "predictions.parquet")
     return out
