@@ -56,7 +56,6 @@ KINDS: tuple[str, ...] = BASELINE_KINDS
 assert set(PEER_KINDS) <= set(KINDS), "moe.config.BASELINE_KINDS lacks a peer"
 
 
-
 class InputMLP(nn.Module):
     """MLP on concat(standardised x[m] for m in mods, zero where missing) [+ mask]."""
 
@@ -107,7 +106,7 @@ class InputMLP(nn.Module):
 
 
 def _fit_linear(tr: Arrays, cfg: MoEConfig) -> tuple[LinearExpert, dict[str, Any]]:
-    module = fit_linear(tr, cfg, cfg.proj_dim)
+    module = fit_linear(tr, cfg)
     return module, {"ridge_alpha": module.ridge_alpha}
 
 

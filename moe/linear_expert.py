@@ -1,13 +1,13 @@
 """The MoE's linear expert: a ridge-regularised linear logit over the same standardised,
-projected inputs the modality encoders see, fitted in closed form before the neural
-experts are trained, and then held fixed.
+projected inputs the modality encoders see, fitted in closed form on the training stays and
+then held fixed. The fitted MoE's logit is (1 - w) * mean neural logit + w * this logit
+(`ModelConfig.linear_weight`, `moe.model.MoEEnsemble`); alone, it is the `linear` baseline.
 
 Why: on a few thousand stays with embeddings whose signal sits in a few directions under
 noise, a strongly shrunk linear model is hard to beat, while the neural experts, stopped
-early after a handful of epochs, fit the linear part only roughly. With this expert in
-place the routed and shared experts learn what the linear logit misses (interactions,
-type-dependent effects), starting from its logit as an offset (residual fitting, as in
-boosting).
+early after a handful of epochs, fit the linear part only roughly; blending the two lowers
+the variance where the signal is mostly linear, and the neural experts carry the
+interactions it cannot (bench/VAL_SWEEP.txt, steps 4-5).
 
 The logit is  sum_m present_m * (z_m . w_m) + c[pattern]  with z_m the encoder's input
 (standardised with train statistics, PCA-projected when wide) and one intercept per

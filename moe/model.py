@@ -108,12 +108,17 @@ class ModalityEncoder(nn.Module):
         return self.net(self.inputs(x))
 
 
+def pattern_index(mask: Tensor) -> Tensor:
+    """(n, 3) bool -> (n,) availability pattern, bit j set when modality j is present (the
+    index of the gate's pattern embedding and of the linear expert's intercepts)."""
+    return (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
+
+
 def linear_logit(z: dict[str, Tensor], mask: Tensor, module: nn.Module) -> Tensor:
     """The linear expert's logit (`moe.linear_expert`): sum over present modalities of
-    z_m . lin_<m>, plus the availability pattern's intercept `lin_pattern[bits]`; `module`
+    z_m . lin_<m>, plus the availability pattern's intercept `lin_pattern[pattern]`; `module`
     holds those buffers. A missing modality's z (possibly NaN) is never read."""
-    bits = (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
-    out = cast(Tensor, module.lin_pattern)[bits]
+    out = cast(Tensor, module.lin_pattern)[pattern_index(mask)]
     for j, m in enumerate(MODALITIES):
         lin_m = z[m] @ cast(Tensor, getattr(module, f"lin_{m}"))
         out = out + torch.where(mask[:, j], lin_m, torch.zeros_like(lin_m))
@@ -294,8 +299,8 @@ class MoE(EncodedInputs, nn.Module):
             present = mask[:, j : j + 1]
             # torch.where: rows without m never see (nor send gradient to) their x[m]
             tokens[m] = torch.where(present, enc, self.missing[m].expand_as(enc))
-        bits = (mask.long() * (2 ** torch.arange(mask.shape[1], device=mask.device))).sum(1)
-        gate_in = torch.cat([tokens[m] for m in MODALITIES] + [self.avail_emb(bits)], dim=1)
+        pattern = self.avail_emb(pattern_index(mask))
+        gate_in = torch.cat([tokens[m] for m in MODALITIES] + [pattern], dim=1)
         logits_g = self.gate(gate_in)  # (n, E)
         eligible = self.eligibility(mask)
         weights, probs, dispatch = route(logits_g, eligible, self.cfg.top_k)

@@ -444,7 +444,7 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
     assert tr.y is not None
     with torch_threads(cfg.threads):
         module: MoE | MoEEnsemble
-        if cfg.ensemble == 1 and cfg.linear_weight == 0:
+        if _single_moe(cfg):
             module, hist = _fit_one(a.dims(), tr, va, cfg)
         else:
             members, hists = [], []
@@ -460,7 +460,7 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
             linear = None
             if cfg.linear_weight > 0:
                 t0 = time.perf_counter()
-                linear = fit_linear(tr, cfg, cfg.proj_dim)
+                linear = fit_linear(tr, cfg)
                 # only the total `seconds` holds wall-clock time: the rest of the history is
                 # the same for the same data and seeds (tests/test_faults.py compares it)
                 hist["linear"] = {"ridge_alpha": linear.ridge_alpha}
@@ -473,10 +473,16 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
     return FittedMoE(module, task, cfg, hist, calibration)
 
 
+def _single_moe(cfg: MoEConfig) -> bool:
+    """Whether `cfg` makes a bare MoE (one member, no linear expert) rather than an
+    `MoEEnsemble`: `fit_moe` and `build_module` (which `load` uses) must agree."""
+    return cfg.ensemble == 1 and cfg.linear_weight == 0
+
+
 def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
     """An untrained MoE, or an ensemble of `cfg.ensemble` of them (with the linear expert
     when `linear_weight` > 0): the structure `fit_moe` returns for `cfg`."""
-    if cfg.ensemble == 1 and cfg.linear_weight == 0:
+    if _single_moe(cfg):
         return MoE(dims, cfg.model)
     linear = LinearExpert(dims, cfg.proj_dim) if cfg.linear_weight > 0 else None
     return MoEEnsemble([MoE(dims, cfg.model) for _ in range(cfg.ensemble)], linear,
@@ -484,15 +490,15 @@ def build_module(dims: dict[str, int], cfg: MoEConfig) -> MoE | MoEEnsemble:
 
 
 @torch.no_grad()
-def fit_linear(tr: Arrays, cfg: AnyTrainConfig, proj_dim: int) -> LinearExpert:
+def fit_linear(tr: Arrays, cfg: MoEConfig) -> LinearExpert:
     """The linear expert (`moe.linear_expert`) fitted on the train rows, over the inputs the
     MoE's encoders read (same standardisation and projection), with the same prior
     correction as the neural members."""
     from moe.linear_expert import fit_linear_expert
 
     assert tr.y is not None
-    module = LinearExpert(tr.dims(), proj_dim)
-    fit_input_transform(module, tr, proj_dim)
+    module = LinearExpert(tr.dims(), cfg.proj_dim)
+    fit_input_transform(module, tr, cfg.proj_dim)
     x, _ = to_tensors(tr, torch.device("cpu"))
     z = {m: cast(ModalityEncoder, module.encoders[m]).inputs(x[m]).double().numpy()
          for m in MODALITIES}
