@@ -9,8 +9,12 @@ Three readers, chosen by `MOE_STAGING_READER` (`reader()`):
   item id it reads as an integer outside the table's variables: a *superset* pre-filter,
   because every string Polars reads as an integer DuckDB's `TRY_CAST` reads as the same
   integer, and strings Polars cannot read (`' 220045'`, `'220045.0'`, empty) are kept for
-  the SQL to decide. DuckDB runs the unchanged staging statement over each piece's
-  candidate rows, in file order, into one scratch Parquet file per piece. That one inflate
+  the typing to decide. The typing is the staging statement's, done by Polars in the same
+  thread (`sql.fast_typing`: the same casts, item-id filter, rejection reasons and
+  unparsed columns, exactly; the statement's per-piece cost in DuckDB was most of the gap
+  to Polars). Its rows go, as they are, into one scratch Parquet file per piece, in file
+  order. A piece with a value `sql.fast_typing` cannot decide (rare: none in real MIMIC
+  files) goes through DuckDB and the unchanged statement instead. That one inflate
   is also the whole-file gzip integrity check (ISA-L verifies every member's CRC and
   length, and a stream that stops before its end-of-stream marker is refused), and it
   ends before the output can be replaced, because the last piece is only handed over
@@ -20,10 +24,11 @@ Three readers, chosen by `MOE_STAGING_READER` (`reader()`):
   one scratch Parquet file of candidate rows; `check_gzip` runs beside it.
 - `duckdb`: DuckDB's own (serial) gzip reader over the whole file, `check_gzip` beside it.
 
-With every reader the staging statement sees the same candidate rows in the same order,
-so its typing, item-id filter, rejection reasons and counts are the statement's own, and
-the staged Parquet is byte-identical between readers and between runs (the connection
-preserves insertion order). When Polars cannot read a file (bad UTF-8, ragged rows, a
+With every reader the staging statement (or its exact Polars equivalent) sees the same
+candidate rows in the same order, so the typing, item-id filter, rejection reasons and
+counts are the statement's, and the staged Parquet is byte-identical between readers and
+between runs (the connection preserves insertion order; each piece's scratch file is one
+row group, as DuckDB writes it, so the final write groups the rows as before). When Polars cannot read a file (bad UTF-8, ragged rows, a
 header it sees differently), the staging falls back to DuckDB's own reader, whose error
 (or result) is today's. Everything else stays as it is (`sql.build.build_staged`): the
 write is atomic and the fingerprint is the same.
@@ -48,6 +53,7 @@ import duckdb
 from plumbing.atomic import TEMP_PATTERN
 from plumbing.raw_layout import RawInputError, RawTable
 from sql.errors import gzip_error, read_error
+from sql.fast_typing import TypingSpec, spec_for, type_piece
 from sql.runner import ParsedWriter, _inflate_module, check_gzip, inflate_members, raw_view
 
 __all__ = [
@@ -178,6 +184,11 @@ def _chunks(path: Path, read_bytes: int = 1 << 20, max_out: int = 1 << 23) -> It
         raise problem from None  # outside the except block: no cause, no context
 
 
+def _quotes(data: bytes) -> int:
+    """The quote characters in `data` (a search first: most blocks have none)."""
+    return data.count(b'"') if b'"' in data else 0
+
+
 def _pieces(path: Path, size: int) -> Iterator[bytes]:
     """The inflated file in pieces of about `size` bytes, each ending at a record end.
     A piece is cut inside its last block, so each byte is copied once (by the join)."""
@@ -188,13 +199,13 @@ def _pieces(path: Path, size: int) -> Iterator[bytes]:
         end = _record_end(data, quotes) if held >= size else 0
         if not end:  # short of a piece, or no record ends in this block: keep reading
             parts.append(data)
-            quotes += data.count(b'"')
+            quotes += _quotes(data)
             continue
         parts.append(data[:end])
         yield b"".join(parts) if len(parts) > 1 else parts[0]
         parts = [data[end:]] if end < len(data) else []
         held = len(data) - end
-        quotes = parts[0].count(b'"') if parts else 0
+        quotes = _quotes(parts[0]) if parts else 0
     if parts:
         yield b"".join(parts)
 
@@ -235,12 +246,16 @@ def _drain(source: queue.Queue[Any], stop: threading.Event) -> Iterator[Any]:
         yield item
 
 
-def _candidate_tables(pieces: Iterator[bytes], table: RawTable, ids: list[int]) -> Iterator[Any]:
+def _candidate_tables(
+    pieces: Iterator[bytes], table: RawTable, ids: list[int], spec: TypingSpec | None
+) -> Iterator[tuple[bool, Any]]:
+    """Per piece: (True, the statement's rows typed by Polars) or, for a piece
+    `sql.fast_typing` cannot decide, (False, its candidate rows as strings)."""
     header: list[str] | None = None
     for piece in pieces:
         if header is None:
             header, piece = _header(piece)
-        yield _candidates(piece, header, table, ids)
+        yield _typed_or_candidates(piece, header, table, ids, spec)
 
 
 def _header(piece: bytes) -> tuple[list[str], bytes]:
@@ -275,8 +290,21 @@ def _valid_utf8(piece: bytes) -> bool:
     return True
 
 
+def _typed_or_candidates(
+    piece: bytes, header: list[str], table: RawTable, ids: list[int], spec: TypingSpec | None
+) -> tuple[bool, Any]:
+    import polars as pl
+
+    frame = _candidates(piece, header, table, ids)
+    typed = type_piece(frame, spec, ids) if spec is not None else None
+    # an empty piece: DuckDB writes a file of no row group, pyarrow one of an empty one
+    if typed is None or typed.height == 0:
+        return False, frame.to_arrow(compat_level=pl.CompatLevel.newest())  # views: no copy
+    return True, typed.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def _candidates(piece: bytes, header: list[str], table: RawTable, ids: list[int]) -> Any:
-    """The piece's candidate rows (`polars_raw_view`'s pre-filter) as an Arrow table."""
+    """The piece's candidate rows (`polars_raw_view`'s pre-filter) as a Polars frame."""
     import polars as pl
 
     item = pl.col("itemid").cast(pl.Int32, strict=False)
@@ -302,7 +330,22 @@ def _candidates(piece: bytes, header: list[str], table: RawTable, ids: list[int]
             frame = None
     if frame is None:  # outside the except block: Polars' error may quote the row
         raise _PolarsRefused
-    return frame.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+    return frame
+
+
+def _write_scratch(rows: Any, path: Path) -> None:
+    """One piece's typed rows as one Parquet row group, uncompressed (read once, soon):
+    the final COPY reads it as DuckDB reads its own scratch file of the piece."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(
+        rows,
+        path,
+        row_group_size=max(rows.num_rows, 1),
+        compression="none",
+        use_dictionary=False,
+        write_statistics=False,
+    )
 
 
 def _piece_path(scratch: Path, i: int) -> Path:
@@ -321,6 +364,7 @@ def streamed_writer(
     """`stage_table`'s `write_parsed` for the streamed read: the statement over each
     piece's candidate rows, one scratch Parquet file per piece, in file order."""
     ids = variable_ids(con, table)
+    spec = spec_for(table.name)
 
     def write(statement: str, scratch: Path) -> list[Path]:
         # three stages, each on its own thread: inflate (ISA-L) -> pieces -> tokenise and
@@ -338,7 +382,11 @@ def streamed_writer(
             ),
             threading.Thread(
                 target=_produce,
-                args=(lambda: _candidate_tables(_drain(pieces, stop), table, ids), candidates, stop),
+                args=(
+                    lambda: _candidate_tables(_drain(pieces, stop), table, ids, spec),
+                    candidates,
+                    stop,
+                ),
                 name=f"tokenise-{table.name}",
                 daemon=True,
             ),
@@ -352,8 +400,11 @@ def streamed_writer(
         threads = con.execute("SELECT current_setting('threads')").fetchone()
         con.execute("SET threads = 1")
         try:
-            for rows in _drain(candidates, stop):
+            for typed, rows in _drain(candidates, stop):
                 files.append(_piece_path(scratch, len(files)))
+                if typed:  # the statement's rows already: written as they are
+                    _write_scratch(rows, files[-1])
+                    continue
                 con.register(view, rows)
                 try:
                     # a table, not a view over the Arrow data: DuckDB's join over an Arrow

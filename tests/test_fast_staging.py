@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -278,3 +279,89 @@ def test_a_file_polars_cannot_read_falls_back_to_duckdbs_reader(
         except RawInputError as err:
             results[how] = type(err).__name__.encode()
     assert results["polars"] == results["duckdb"] == results["stream"]
+
+
+# values the Polars typing decides as the statement does (an empty stay, a day its month
+# lacks, NaN, a storetime that does not parse, no hadm_id, a leading '+' and zeros)
+DECIDED_ODD = [
+    b"19999996,29999996,,,2150-01-01 10:00:00,2150-01-01 10:05:00,220045,80,80,bpm,0",
+    b"19999996,29999996,39999996,,2130-02-30 10:00:00,2150-01-01 10:05:00,220045,81,81,bpm,0",
+    b"19999996,29999996,39999996,,2150-01-01 10:00:00,2150-01-01 10:05:00,220045,x,NaN,bpm,0",
+    b"19999996,29999996,39999996,,2150-01-01 10:00:00,2130-02-30 10:05:00,220045,82,82,bpm,0",
+    b"19999996,,39999996,,2150-01-01 10:00:00,,220179,83,+83.50,mmHg,0",
+    b"+19999996,029999996,39999996,,2150-01-01 10:00:00,,+220179,84,-0.0,mmHg,0",
+    b"19999996,29999996,39999996,,2150-01-01 10:00:00,,220179,85,1e-3,,0",
+]
+
+
+def _small_blocks(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    """The inflate hands over blocks of `block` bytes (else a small file is one block,
+    hence one piece, whatever PIECE_BYTES is)."""
+    real = fast_read._chunks
+
+    def chunks(path: Path) -> Iterator[bytes]:
+        for data in real(path):
+            yield from (data[i : i + block] for i in range(0, len(data), block))
+
+    monkeypatch.setattr(fast_read, "_chunks", chunks)
+
+
+def _typing_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each piece of the streamed read was typed by Polars (else by the SQL)."""
+    seen: list[bool] = []
+    real = fast_read.type_piece
+
+    def spy(*args: object) -> object:
+        typed = real(*args)  # type: ignore[arg-type]
+        seen.append(typed is not None)
+        return typed
+
+    monkeypatch.setattr(fast_read, "type_piece", spy)
+    return seen
+
+
+@pytest.mark.parametrize("awkward", [False, True])
+def test_polars_typing_stages_the_bytes_and_counts_of_the_sql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, awkward: bool
+) -> None:
+    """Pieces typed by Polars (`sql.fast_typing`), and with awkward values some pieces
+    left to the SQL: the same staged bytes, counts and reasons as DuckDB's reader, the
+    same between runs."""
+    odd = DECIDED_ODD * 20 + (AWKWARD if awkward else [])
+    raw = _chartevents(tmp_path / "raw", 30_000, odd + DECIDED_ODD * 20)
+    monkeypatch.setattr(fast_read, "PIECE_BYTES", 200_000)
+    _small_blocks(monkeypatch, 50_000)
+    seen = _typing_outcomes(monkeypatch)
+    streamed = [_stage(raw, tmp_path / f"s{i}", "stream", monkeypatch) for i in (0, 1)]
+    assert len(seen) > 10 and all(seen[:5])
+    assert (False in seen) is awkward  # an undecided piece goes through the statement
+    duck = _stage(raw, tmp_path / "d", "duckdb", monkeypatch)
+    assert streamed[0].read_bytes() == streamed[1].read_bytes() == duck.read_bytes()
+    ours = build_staged("chartevents", raw, tmp_path / "s0", SETTINGS).stats
+    theirs = build_staged("chartevents", raw, tmp_path / "d", SETTINGS).stats
+    assert ours == theirs
+    assert ours["dropped_by_reason"]["charttime unparseable"] >= 40
+    assert ours["dropped_by_reason"]["valuenum empty or not numeric"] >= 40
+    assert ours["dropped_by_reason"]["stay_id not an integer"] >= 40
+    assert ours["values_unparsed_by_column"]["storetime"] == 40
+
+
+def _sql_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed read as it was before `sql.fast_typing`: the statement on every piece."""
+    monkeypatch.setattr(fast_read, "spec_for", lambda table: None)
+
+
+def test_pieces_of_more_than_a_row_group_stage_the_bytes_of_the_sql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces of more than DuckDB's 122,880-row group: DuckDB splits its scratch file of
+    such a piece, pyarrow writes one row group; the final write groups the rows alike.
+    The same bytes as the statement run on every piece (the streamed read before)."""
+    raw = _chartevents(tmp_path / "raw", 2 * 270_000 + 5_000)  # half the rows variables
+    monkeypatch.setattr(fast_read, "PIECE_BYTES", 26 << 20)  # ~135,000 rows kept a piece
+    seen = _typing_outcomes(monkeypatch)
+    ours = _stage(raw, tmp_path / "s", "stream", monkeypatch).read_bytes()
+    assert len(seen) == 2 and all(seen)  # 272,500 rows kept: one piece has > 122,880
+    _sql_typed(monkeypatch)
+    assert ours == _stage(raw, tmp_path / "q", "stream", monkeypatch).read_bytes()
+    assert len(seen) == 2  # the statement typed every piece this time
