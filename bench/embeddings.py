@@ -13,10 +13,12 @@ bare model forward pass on the same inputs and batch size.
   the fastest run of each counts, so neither side is a best-of-N against a single try.
 
 Note backends: the asset path (`fill_note_cache`, batch 64, into empty caches) with the
-`torch` backend and with `onnx` (what `backend="auto"` picks on CPU), interleaved
-(torch, onnx, torch, onnx, ...), fastest of `REPEATS` each, in one process on the same
-notes: `note_backend_speedup` = onnx notes/s / torch notes/s, and the minimum cosine
-between the two backends' vectors over those notes (`note_backend_min_cosine`).
+`torch`, `onnx` and `openvino` backends (those installed), interleaved (torch, onnx,
+openvino, torch, ...), fastest of `REPEATS` each, in one process on the same notes:
+`note_backend_speedup` = notes/s of the backend `backend="auto"` picks on CPU (openvino
+when installed) / torch's notes/s, and `note_backend_min_cosine` the minimum cosine between
+that backend's vectors and torch's over those notes. Each backend's CPU seconds (this
+process, all threads) are recorded beside its wall time, with the load average.
 
 Inputs: notes and JPGs of a synthetic demo raw root (`synthetic.generate`, cached).
 """
@@ -86,14 +88,14 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
     import torch
 
     from moe.embedding_cache import EmbeddingCache
-    from moe.text_encoder import TextEncoder, fill_note_cache
+    from moe.text_encoder import EXPORTED, TextEncoder, fill_note_cache
 
     t0 = time.perf_counter()
     enc = TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu")
-    # the encoder loads its model on first use: count that as the load (onnx: the tokenizer
-    # and the session, exported once per machine, then loaded)
+    # the encoder loads its model on first use: count that as the load (onnx / openvino:
+    # the tokenizer and the compiled export, exported once per machine, then loaded)
     _ = enc.tokenizer
-    _ = enc.onnx if enc.backend == "onnx" else enc.model
+    _ = enc.runtime if enc.backend in EXPORTED else enc.model
     load_s = time.perf_counter() - t0
     enc.embed_notes(texts[:2])  # warm-up
     out: dict[str, Any] = {
@@ -123,7 +125,7 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
             t1 = time.perf_counter()
             with torch.inference_mode():
                 for f in feats:
-                    enc.onnx.run(f) if enc.backend == "onnx" else enc.model(dict(f))
+                    enc.runtime.run(f) if enc.backend in EXPORTED else enc.model(dict(f))
             return time.perf_counter() - t1
 
         bare = bare_pass()
@@ -152,47 +154,73 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
 
 
 def _note_backends(texts: list[str], cache_root: Path, log, loaded: Any = None) -> dict[str, Any]:
-    """torch vs onnx asset path on the same notes, interleaved; speedup and min cosine."""
+    """torch, onnx and openvino asset paths on the same notes, interleaved (torch, onnx,
+    openvino, torch, ...), fastest of `BACKEND_REPEATS` each; per backend notes/s, CPU
+    seconds (this process, all threads) of that run, speedup and minimum cosine vs torch.
+    `speedup` / `min_cosine`: those of the backend `auto` picks on CPU (the default)."""
     import numpy as np
 
     from moe.embedding_cache import EmbeddingCache
+    from moe.onnx_backend import onnx_available
+    from moe.openvino_backend import openvino_available
     from moe.text_encoder import TextEncoder, fill_note_cache
 
+    installed = {"torch": True, "onnx": onnx_available(), "openvino": openvino_available()}
+    for b, ok in installed.items():
+        if not ok:
+            log(f"    note backend {b}: not installed, skipped")
     encs = {
         b: loaded
         if loaded is not None and loaded.backend == b
         else TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu", backend=b)
-        for b in ("torch", "onnx")
+        for b, ok in installed.items()
+        if ok
     }
+    default = TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu").backend  # `auto`
     for enc in encs.values():
         enc.embed_notes(texts[:2])  # load + warm up outside the timer
-    best: dict[str, float] = {}
+    load_start = os.getloadavg()
+    best: dict[str, tuple[float, float]] = {}  # fastest (wall s, CPU s of that run)
     vecs: dict[str, Any] = {}
-    for r in range(REPEATS):
+    for r in range(BACKEND_REPEATS):
         for b, enc in encs.items():
             cache = EmbeddingCache(
                 cache_root / f"backend_{b}_r{r}", "notes", enc.model_key, enc.dim
             )
+            cpu0 = time.process_time()
             stats = fill_note_cache(enc, cache, "b00", texts)
-            best[b] = min(best.get(b, float("inf")), stats.seconds)
+            cpu = time.process_time() - cpu0
+            if stats.seconds < best.get(b, (float("inf"), 0.0))[0]:
+                best[b] = (stats.seconds, cpu)
             if r == 0:
                 found = cache.lookup(stats.keys)
-                vecs[b] = np.stack([found[k][1] for k in stats.keys])  # type: ignore[misc]
-    a, o = vecs["torch"].astype(np.float64), vecs["onnx"].astype(np.float64)
-    cos = (a * o).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(o, axis=1)
-    res: dict[str, Any] = {
-        b: {"notes_per_s": len(texts) / best[b], "seconds": best[b]} for b in encs
-    } | {
-        "speedup": best["torch"] / best["onnx"],
-        "min_cosine": float(cos.min()),
+                vecs[b] = np.stack([found[k][1] for k in stats.keys]).astype(np.float64)  # type: ignore[misc]
+    ref = vecs["torch"]
+    res: dict[str, Any] = {}
+    for b, enc in encs.items():
+        v = vecs[b]
+        cos = (v * ref).sum(1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)
+        res[b] = {
+            "notes_per_s": len(texts) / best[b][0],
+            "seconds": best[b][0],
+            "cpu_s": best[b][1],
+            "speedup": best["torch"][0] / best[b][0],
+            "min_cosine": 1.0 if b == "torch" else float(cos.min()),
+            "precision": enc.precision,
+            "quantization": enc.quantization,
+        }
+        log(
+            f"    note backend {b:8s} ({enc.precision}): {res[b]['notes_per_s']:6.1f} notes/s, "
+            f"{best[b][1]:.2f} CPU s, {res[b]['speedup']:.2f}x torch, min cosine "
+            f"{res[b]['min_cosine']:.7f}"
+        )
+    return res | {
+        "default": default,
+        "speedup": res[default]["speedup"],
+        "min_cosine": res[default]["min_cosine"],
         "notes": len(texts),
+        "loadavg": [round(x, 2) for x in (*load_start, *os.getloadavg())],
     }
-    log(
-        f"    note backends, batch {DEFAULT_NOTE_BATCH}: torch {res['torch']['notes_per_s']:.1f} "
-        f"notes/s, onnx {res['onnx']['notes_per_s']:.1f} notes/s: {res['speedup']:.2f}x, "
-        f"min cosine {res['min_cosine']:.7f}"
-    )
-    return res
 
 
 def _cxr_bench(files: list[Path], cache_root: Path, log) -> dict[str, Any]:
@@ -305,17 +333,29 @@ def markdown(res: dict[str, Any]) -> str:
             )
         nb = note.get("backends")
         if nb:
+            load = nb.get("loadavg", [])
             lines += [
                 "",
                 f"Note backends (asset path, batch {DEFAULT_NOTE_BATCH}, {nb['notes']} notes, "
-                f"interleaved, fastest of {BACKEND_REPEATS} each, one process):",
+                f"interleaved, fastest of {BACKEND_REPEATS} each, one process; load average "
+                f"{' / '.join(f'{x:.2f}' for x in load[:3])} before, "
+                f"{' / '.join(f'{x:.2f}' for x in load[3:])} after):",
                 "",
-                "| backend | notes/s | vs torch | min cosine vs torch |",
-                "|---|---:|---:|---:|",
-                f"| torch (sentence-transformers) | {nb['torch']['notes_per_s']:.1f} | 1.00x | 1 |",
-                f"| onnx (ONNX Runtime, fp32; `auto` on CPU) | {nb['onnx']['notes_per_s']:.1f} | "
-                f"{nb['speedup']:.2f}x | {nb['min_cosine']:.7f} |",
+                "| backend | notes/s | CPU s | vs torch | min cosine vs torch |",
+                "|---|---:|---:|---:|---:|",
             ]
+            names = {"torch": "torch (sentence-transformers)", "onnx": "onnx (ONNX Runtime)",
+                     "openvino": "openvino (OpenVINO Runtime)"}  # fmt: skip
+            for b, label in names.items():
+                if b not in nb:
+                    continue
+                r = nb[b]
+                what = r["precision"] if r["quantization"] == "none" else r["quantization"]
+                auto = "; `auto` on CPU" if b == nb["default"] else ""
+                lines.append(
+                    f"| {label}, {what}{auto} | {r['notes_per_s']:.1f} | {r['cpu_s']:.2f} | "
+                    f"{r['speedup']:.2f}x | {r['min_cosine']:.7f} |"
+                )
     else:
         lines.append(f"Notes: not available ({note.get('reason')})")
     lines.append("")

@@ -40,13 +40,19 @@ NOTE_ABOUT: dict[str, About] = {
         le=100_000,
     ),
     "backend": About(
-        "auto (onnx on CPU when onnxruntime is installed, torch on a GPU), torch, "
-        "onnx (ONNX Runtime over a local export of the model, made once into "
-        "~/.cache/moe-health/onnx; never downloaded)."
+        "auto (on CPU: openvino when installed, else onnx, else torch; torch on a GPU), "
+        "torch, onnx (ONNX Runtime over a local export of the model, made once into "
+        "~/.cache/moe-health/onnx; never downloaded), openvino (OpenVINO over the same "
+        "export; ~3x torch on the demo notes with bf16, cosine >= 0.9999 with torch: "
+        "why auto picks it)."
     ),
     "quantization": About(
         "onnx backend only: none (fp32, equivalent to torch) or int8 (faster, "
         "min cosine ~0.98 with torch on the demo notes: not equivalent)."
+    ),
+    "precision": About(
+        "openvino backend only: auto (bf16 where the CPU has native bf16, AVX512-BF16 or "
+        "AMX, else fp32), fp32, bf16. Part of the cache key."
     ),
     "recency_half_life_hours": About(
         "Stay vector = mean of note vectors weighted by 0.5**(hours before t0 / this).", gt=0
@@ -56,14 +62,19 @@ NOTE_ABOUT: dict[str, About] = {
 
 # the fields that are `TextEncoder`'s keyword arguments of the same name
 TEXT_ENCODER_FIELDS = ("model", "device", "batch_size", "chunk_tokens", "chunk_overlap",
-                       "backend", "quantization", "max_chunks_per_note")  # fmt: skip
+                       "backend", "quantization", "precision", "max_chunks_per_note")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class NoteEmbeddingSettings:
     """How notes become stay vectors: the text encoder (`TextEncoder`'s defaults), the
     recency pooling of a stay's notes and the progress log. A value outside `NOTE_ABOUT`'s
-    bounds is a ValueError naming the field."""
+    bounds is a ValueError naming the field.
+
+    `backend="auto"` runs notes on CPU through OpenVINO when it is installed (bf16 where the
+    CPU supports it): on the demo notes it embeds ~3x torch's notes/s with cosine >= 0.9999
+    to torch's vectors on every note and the same downstream AUROC (bench/RESULTS.md,
+    issue 14), so it is the default; without OpenVINO, ONNX Runtime fp32, then torch."""
 
     model: str = DEFAULT_TEXT_MODEL
     device: str = "auto"
@@ -73,6 +84,7 @@ class NoteEmbeddingSettings:
     max_chunks_per_note: int = DEFAULT_MAX_CHUNKS
     backend: str = "auto"
     quantization: str = "none"
+    precision: str = "auto"  # openvino: bf16 where the CPU has it, else fp32
     recency_half_life_hours: float = 720.0
     log_every: int = 10  # progress line every N blocks of a bucket
 

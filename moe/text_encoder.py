@@ -22,13 +22,18 @@ Choices (documented here because they change the vectors, hence the cache key):
   count the capped notes (`NoteFillStats.capped`).
 - Batching: all chunks of a call are sorted by token length (longest first) and encoded in
   batches of `batch_size`, so a batch pads to similar lengths.
-- Backend: `torch` (sentence-transformers' own forward) or `onnx` (ONNX Runtime over a
+- Backend: `torch` (sentence-transformers' own forward), `onnx` (ONNX Runtime over a
   local export of the same model, `moe.onnx_backend`; fp32 with graph fusions, or int8
-  weights with `quantization="int8"`). `auto` is `onnx` on CPU when onnxruntime is
-  installed and `torch` on a GPU. Tokenisation is the same for both: the onnx backend
-  loads the model's tokenizer alone and calls it as sentence-transformers does (identical
-  token ids), so it builds the torch model only to export it once. The backend and the
-  quantisation are part of the cache key, so vectors of different backends never mix.
+  weights with `quantization="int8"`) or `openvino` (OpenVINO Runtime over the same fp32
+  export, `moe.openvino_backend`; bf16 where the CPU computes bf16 natively, else fp32:
+  `precision`). `auto` is, on CPU, `openvino` when installed (measured on the demo notes'
+  asset path: about 3x torch's notes/s, cosine >= 0.9999 with torch on every note, the
+  same downstream AUROC; bench/RESULTS.md), else `onnx`, else `torch`; `onnx` when int8
+  is asked for; `torch` on a GPU. Tokenisation is the same for all: the exported backends
+  load the model's tokenizer alone and call it as sentence-transformers does (identical
+  token ids), so they build the torch model only to export it once. The backend, the
+  quantisation and (openvino) the effective precision are part of the cache key, so
+  vectors of different backends or precisions never mix.
 """
 
 from __future__ import annotations
@@ -70,7 +75,8 @@ _DEFAULT_ALIASES = {
 _DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 ProgressFn = Callable[[int, int], None]
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+EXPORTED = ("onnx", "openvino")  # the backends that run the ONNX export (CPU only)
 _D = NoteEmbeddingSettings  # the defaults of the encoder's settings (moe.embed_config)
 
 
@@ -144,26 +150,52 @@ def model_revision(path: Path) -> str:
     return rev
 
 
-def resolve_backend(backend: str, device: str, quantization: str = "none") -> str:
-    """`torch` or `onnx` for a configured backend; `auto`: onnx on CPU when installed."""
+_INSTALL = {
+    "onnx": "the onnxruntime and onnx packages (pip install onnxruntime onnx)",
+    "openvino": "the openvino and onnx packages (pip install openvino onnx)",
+}
+
+
+def resolve_backend(
+    backend: str, device: str, quantization: str = "none", precision: str = "auto"
+) -> str:
+    """`torch`, `onnx` or `openvino` for a configured backend. `auto`: on CPU openvino when
+    installed, else onnx when installed (onnx when int8 is asked for: only it has int8),
+    else torch; torch on a GPU."""
     from moe.onnx_backend import QUANTIZATIONS, onnx_available
+    from moe.openvino_backend import PRECISIONS, openvino_available
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    available = {"onnx": onnx_available, "openvino": openvino_available}
     if backend == "auto":
         on_cpu = device == "cpu" or (
             not device.startswith("cuda") and resolve_device(device) == "cpu"
         )
-        return "onnx" if on_cpu and onnx_available() else "torch"
-    if backend == "onnx" and not onnx_available():
-        raise FileNotFoundError(
-            "backend='onnx' needs the onnxruntime and onnx packages (pip install onnxruntime "
-            "onnx); or set backend='torch'."
+        wanted = ("onnx",) if quantization != "none" else EXPORTED[::-1]
+        backend = next((b for b in wanted if on_cpu and available[b]()), "torch")
+    elif backend in EXPORTED:
+        if not available[backend]():
+            raise FileNotFoundError(
+                f"backend={backend!r} needs {_INSTALL[backend]}; or set backend='auto' "
+                "(the fastest backend installed) or 'torch'."
+            )
+        if device.startswith("cuda"):
+            raise ValueError(f"backend={backend!r} runs on CPU only; use backend='torch' on a GPU")
+    if quantization != "none" and backend == "openvino":
+        raise ValueError(
+            f"quantization={quantization!r} is the onnx backend's; the openvino backend's "
+            "speed-up is its precision (bf16)"
         )
-    if backend == "onnx" and device.startswith("cuda"):
-        raise ValueError("backend='onnx' runs on CPU only; use backend='torch' on a GPU")
+    if precision == "bf16" and backend != "openvino":
+        raise ValueError(
+            f"precision='bf16' needs the openvino backend (this one is {backend!r}); "
+            f"install {_INSTALL['openvino']} or use precision='auto'"
+        )
     return backend
 
 
@@ -258,21 +290,29 @@ class TextEncoder(LazyModel):
         chunk_overlap: int = _D.chunk_overlap,
         backend: str = _D.backend,
         quantization: str = _D.quantization,
+        precision: str = _D.precision,
         max_chunks_per_note: int = _D.max_chunks_per_note,
         model_cache: Path | None = None,
     ) -> None:
         enforce_offline()
         path, name = resolve_text_model(model)
-        self.backend = resolve_backend(backend, device, quantization)
+        self.backend = resolve_backend(backend, device, quantization, precision)
         # the torch backend has no quantisation; the key records what actually ran
         self.quantization = quantization if self.backend == "onnx" else "none"
-        self._device_cfg = "cpu" if self.backend == "onnx" else device
+        # the precision the forward pass computes in: bf16 only for openvino on a CPU with
+        # native bf16 (`moe.openvino_backend.effective_precision`), fp32 otherwise
+        self.precision = "fp32"
+        if self.backend == "openvino":
+            from moe.openvino_backend import effective_precision
+
+            self.precision = effective_precision(precision)
+        self._device_cfg = "cpu" if self.backend in EXPORTED else device
         if model_cache is None:
             from moe.onnx_backend import default_cache_dir
 
             model_cache = default_cache_dir()
         self.model_cache = Path(model_cache)
-        self._onnx: Any = None
+        self._runtime: Any = None
         self.max_chunks_per_note = max(1, int(max_chunks_per_note))
         self.model_path = path
         self.model_name = name
@@ -280,10 +320,11 @@ class TextEncoder(LazyModel):
         self.batch_size = max(1, int(batch_size))
         self._model: Any = None
         self._tokenizer: Any = None
-        # the onnx backend needs the model's tokenizer only (the graph holds the rest), so
-        # it loads that alone when the folder allows (`plain_tokenizer_folder`): a fraction
+        # the onnx and openvino backends need the model's tokenizer only (the graph holds
+        # the rest), so
+        # they load that alone when the folder allows (`plain_tokenizer_folder`): a fraction
         # of the SentenceTransformer build (torch model, weights)
-        self._tokenizer_folder = plain_tokenizer_folder(path) if self.backend == "onnx" else None
+        self._tokenizer_folder = plain_tokenizer_folder(path) if self.backend in EXPORTED else None
         # read the key's ingredients from the folder's config files when they tell them, so
         # that a run whose notes are all cached never loads the model (~7 s of imports)
         info = peek_model_info(path)
@@ -302,6 +343,8 @@ class TextEncoder(LazyModel):
             "backend": self.backend,
             "quantization": self.quantization,
         }
+        if self.backend == "openvino":  # (torch and onnx compute in fp32: their keys as before)
+            self.settings["precision"] = self.precision
         self.model_key = make_model_key(self.model_name, self.revision, self.settings)
 
     @property
@@ -317,12 +360,15 @@ class TextEncoder(LazyModel):
         return self._model
 
     @property
-    def onnx(self) -> Any:
-        """The ONNX Runtime session (exported once into `model_cache`, the only time the
-        onnx backend builds the SentenceTransformer), built on first use."""
-        if self._onnx is None:
-            from moe.onnx_backend import OnnxSentenceModel, ensure_export
+    def runtime(self) -> Any:
+        """The onnx / openvino backend's compiled model over the ONNX export (exported once
+        into `model_cache`, the only time these backends build the SentenceTransformer),
+        built on first use."""
+        if self._runtime is None:
+            from moe.onnx_backend import ensure_export
 
+            if self.backend not in EXPORTED:
+                raise RuntimeError(f"the {self.backend} backend has no ONNX runtime")
             path = ensure_export(
                 lambda: self.model,
                 self.model_cache,
@@ -330,25 +376,34 @@ class TextEncoder(LazyModel):
                 self.revision,
                 self.quantization,
             )
-            self._onnx = OnnxSentenceModel(path)
-        return self._onnx
+            if self.backend == "openvino":
+                from moe.openvino_backend import OpenVinoSentenceModel
+
+                self._runtime = OpenVinoSentenceModel(path, self.precision)
+            else:
+                from moe.onnx_backend import OnnxSentenceModel
+
+                self._runtime = OnnxSentenceModel(path)
+        return self._runtime
+
+    onnx = runtime  # the name of the onnx backend's session before openvino joined
 
     @property
     def loaded(self) -> bool:
-        return self._model is not None or self._onnx is not None
+        return self._model is not None or self._runtime is not None
 
     @property
     def device_used(self) -> str:
         used = super().device_used
-        return (
-            f"{used} (onnxruntime, {self.quantization})"
-            if self.loaded and self.backend == "onnx"
-            else used
-        )
+        if not (self.loaded and self.backend in EXPORTED):
+            return used
+        if self.backend == "openvino":
+            return f"{used} (openvino, {self.precision})"
+        return f"{used} (onnxruntime, {self.quantization})"
 
     @property
     def tokenizer(self) -> Any:
-        """The model's tokenizer: for the onnx backend loaded alone when the folder allows
+        """The model's tokenizer: for onnx / openvino loaded alone when the folder allows
         (as sentence-transformers loads it: `model_max_length` = the model's
         `max_seq_length`), else the SentenceTransformer's."""
         if self._tokenizer is None:
@@ -367,7 +422,7 @@ class TextEncoder(LazyModel):
     def features(self, batch: Sequence[str]) -> dict[str, Any]:
         """The model inputs for `batch` (token ids, attention mask, ...), padded to the
         batch's longest and cut at `max_seq_length`: sentence-transformers' own
-        preprocessing, or (tokenizer-only onnx) the same tokenizer call it makes."""
+        preprocessing, or (tokenizer-only onnx / openvino) the same tokenizer call it makes."""
         if self._tokenizer_folder is None:
             prep = getattr(self.model, "preprocess", None) or self.model.tokenize
             return dict(prep(list(batch)))
@@ -445,7 +500,7 @@ class TextEncoder(LazyModel):
             return out
         order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i]))
         n_batches = (len(order) + self.batch_size - 1) // self.batch_size
-        if self.backend == "onnx":
+        if self.backend in EXPORTED:
             no_grad: Any = contextlib.nullcontext()  # no torch on this path
         else:
             import torch
@@ -455,8 +510,8 @@ class TextEncoder(LazyModel):
             for b in range(n_batches):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 batch = [chunks[i] for i in idx]
-                if self.backend == "onnx":
-                    vecs = self.onnx.run(self.features(batch))
+                if self.backend in EXPORTED:
+                    vecs = self.runtime.run(self.features(batch))
                 else:
                     vecs = self.model.encode(
                         batch,

@@ -1,4 +1,4 @@
-"""Note encoder backends (torch vs ONNX Runtime) and the chunk cap, on a few notes."""
+"""Note encoder backends (torch, ONNX Runtime, OpenVINO) and the chunk cap, on a few notes."""
 
 from __future__ import annotations
 
@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import moe.openvino_backend as ovb
 from moe.embedding_cache import EmbeddingCache
+from moe.note_pooling import shard_summary
 from moe.text_encoder import (
     TextEncoder,
     fill_note_cache,
     plain_tokenizer_folder,
+    resolve_backend,
     resolve_text_model,
 )
 
@@ -115,12 +118,144 @@ def test_backend_and_quantization_are_in_the_cache_key(
     assert len(keys) == 3
     assert (torch_enc.settings["backend"], fp32.settings["backend"]) == ("torch", "onnx")
     assert int8.settings["quantization"] == "int8"
-    # auto on CPU resolves to onnx, on the same key as asking for it
-    assert TextEncoder(device="cpu", model_cache=model_cache).model_key == fp32.model_key
+    # torch and onnx compute in fp32: no precision in their settings (their keys as before)
+    assert "precision" not in fp32.settings and torch_enc.precision == fp32.precision == "fp32"
+    # int8 is the onnx backend's: auto with int8 asks for it, on the same key
+    assert TextEncoder(device="cpu", quantization="int8", model_cache=model_cache).model_key == (
+        int8.model_key
+    )
     with pytest.raises(ValueError, match="backend"):
         TextEncoder(device="cpu", backend="tensorrt")
     with pytest.raises(ValueError, match="quantization"):
         TextEncoder(device="cpu", backend="onnx", quantization="int4")
+
+
+# -- openvino ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bf16(monkeypatch: pytest.MonkeyPatch):
+    """Set whether this CPU 'has' native bf16 (OpenVINO's capability, memoised)."""
+
+    def set_to(value: bool) -> None:
+        monkeypatch.setitem(ovb._BF16, "cpu", value)
+
+    return set_to
+
+
+def test_openvino_precision_is_in_the_cache_key_and_metadata(
+    torch_enc: TextEncoder, model_cache: Path, bf16
+) -> None:
+    onnx = TextEncoder(device="cpu", backend="onnx", model_cache=model_cache)
+    bf16(True)
+    ov_auto = TextEncoder(device="cpu", backend="openvino", model_cache=model_cache)
+    ov_bf16 = TextEncoder(device="cpu", backend="openvino", precision="bf16",
+                          model_cache=model_cache)  # fmt: skip
+    ov_fp32 = TextEncoder(device="cpu", backend="openvino", precision="fp32",
+                          model_cache=model_cache)  # fmt: skip
+    assert (ov_auto.precision, ov_fp32.precision) == ("bf16", "fp32")
+    assert ov_auto.settings["precision"] == "bf16" and ov_auto.model_key == ov_bf16.model_key
+    keys = [torch_enc.model_key, onnx.model_key, ov_bf16.model_key, ov_fp32.model_key]
+    assert len(set(keys)) == 4  # vectors of different backends or precisions never mix
+    # a CPU without native bf16: auto is fp32 (the fp32 key); asking for bf16 is an error
+    bf16(False)
+    assert TextEncoder(device="cpu", backend="openvino", model_cache=model_cache).model_key == (
+        ov_fp32.model_key
+    )
+    with pytest.raises(ValueError, match="native bf16"):
+        TextEncoder(device="cpu", backend="openvino", precision="bf16")
+    # what ran is in the asset metadata
+    meta = shard_summary(ov_auto, {})
+    assert (meta["backend"], meta["precision"]) == ("openvino", "bf16")
+    assert shard_summary(torch_enc, {})["precision"] == "fp32"
+
+
+def test_openvino_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="onnx backend's"):
+        resolve_backend("openvino", "cpu", quantization="int8")
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_backend("openvino", "cuda")
+    with pytest.raises(ValueError, match="needs the openvino backend"):
+        resolve_backend("onnx", "cpu", precision="bf16")
+    with pytest.raises(ValueError, match="precision"):
+        resolve_backend("openvino", "cpu", precision="fp16")
+
+
+def _without(monkeypatch: pytest.MonkeyPatch, *missing: str) -> None:
+    """Make `missing` modules look not installed to `importlib.util.find_spec`."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+
+    def find_spec(name: str, *args, **kwargs):
+        return None if name in missing else real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+def test_auto_picks_openvino_on_cpu_and_falls_back(
+    monkeypatch: pytest.MonkeyPatch, model_cache: Path
+) -> None:
+    # installed (a dependency): auto on CPU is openvino, on the key of asking for it
+    auto = TextEncoder(device="cpu", model_cache=model_cache)
+    assert auto.backend == "openvino"
+    assert auto.model_key == TextEncoder(device="cpu", backend="openvino",
+                                         model_cache=model_cache).model_key  # fmt: skip
+    assert resolve_backend("auto", "cuda") == "torch"  # the GPU path is unchanged
+    assert resolve_backend("auto", "cpu", quantization="int8") == "onnx"
+    # no openvino: onnx; neither: torch
+    _without(monkeypatch, "openvino")
+    assert resolve_backend("auto", "cpu") == "onnx"
+    assert TextEncoder(device="cpu", model_cache=model_cache).backend == "onnx"
+    _without(monkeypatch, "openvino", "onnxruntime")
+    assert resolve_backend("auto", "cpu") == "torch"
+
+
+@pytest.mark.parametrize(
+    "backend, missing, fix",
+    [("openvino", "openvino", "pip install openvino"),
+     ("onnx", "onnxruntime", "pip install onnxruntime")],
+)  # fmt: skip
+def test_a_backend_asked_for_but_not_installed_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, backend: str, missing: str, fix: str
+) -> None:
+    _without(monkeypatch, missing)
+    with pytest.raises(FileNotFoundError, match=fix) as err:
+        TextEncoder(device="cpu", backend=backend)
+    assert f"backend={backend!r} needs" in str(err.value) and "'torch'" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def ov_encoders(model_cache: Path) -> dict[str, TextEncoder]:
+    """openvino in fp32 and (where the CPU has it) bf16, over one export (~6 s)."""
+    precisions = ["fp32"] + (["bf16"] if ovb.bf16_supported() else [])
+    return {
+        p: TextEncoder(
+            batch_size=8, device="cpu", backend="openvino", precision=p, model_cache=model_cache
+        )  # fmt: skip
+        for p in precisions
+    }
+
+
+# the equivalence bar is cosine >= 0.99 per note; fp32 reaches 1e-6 of torch, bf16 0.9999
+@pytest.mark.parametrize("precision, floor", [("fp32", 0.99999), ("bf16", 0.999)])
+def test_openvino_backend_matches_torch_vectors(
+    torch_enc: TextEncoder, ov_encoders: dict[str, TextEncoder], precision: str, floor: float
+) -> None:
+    if precision not in ov_encoders:
+        pytest.skip("this CPU has no native bf16")
+    enc = ov_encoders[precision]
+    ref = torch_enc.embed_notes(NOTES + AWKWARD)
+    got = enc.embed_notes(NOTES + AWKWARD)
+    assert got.shape == ref.shape == (len(NOTES + AWKWARD), 384)
+    assert _cos(got, ref).min() >= floor
+    # the compiled model runs in the precision the key says; no SentenceTransformer built
+    # once the export is on disk (the module's first test may have made it)
+    assert enc.runtime.precision == precision and enc.device_used.endswith(f"{precision})")
+    again = TextEncoder(batch_size=8, device="cpu", backend="openvino", precision=precision,
+                        model_cache=enc.model_cache)  # fmt: skip
+    np.testing.assert_allclose(again.embed_notes(NOTES), got[: len(NOTES)], rtol=0, atol=1e-6)
+    assert again._model is None and again.loaded
 
 
 def test_chunk_cap_keeps_evenly_spaced_windows_and_is_counted(tmp_path: Path) -> None:
