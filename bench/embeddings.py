@@ -153,66 +153,83 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
     return out
 
 
+def _note_variants() -> dict[str, tuple[str, str]]:
+    """name -> (backend, precision) of every note backend installed here: torch, onnx fp32,
+    openvino fp32 and (on a CPU with native bf16) openvino bf16."""
+    from moe.onnx_backend import onnx_available
+    from moe.openvino_backend import bf16_supported, openvino_available
+
+    out = {"torch": ("torch", "fp32")}
+    if onnx_available():
+        out["onnx"] = ("onnx", "fp32")
+    if openvino_available():
+        out["openvino"] = ("openvino", "fp32")
+        if bf16_supported():
+            out["openvino_bf16"] = ("openvino", "bf16")
+    return out
+
+
 def _note_backends(texts: list[str], cache_root: Path, log, loaded: Any = None) -> dict[str, Any]:
-    """torch, onnx and openvino asset paths on the same notes, interleaved (torch, onnx,
-    openvino, torch, ...), fastest of `BACKEND_REPEATS` each; per backend notes/s, CPU
-    seconds (this process, all threads) of that run, speedup and minimum cosine vs torch.
-    `speedup` / `min_cosine`: those of the backend `auto` picks on CPU (the default)."""
+    """The asset path of every note backend installed (`_note_variants`) on the same notes,
+    interleaved (torch, onnx, openvino, openvino_bf16, torch, ...), fastest of
+    `BACKEND_REPEATS` each; per backend notes/s, the CPU seconds (this process, all threads)
+    of that run, speedup and minimum cosine vs torch. `default`: the one `backend="auto"`
+    picks on CPU; `speedup` / `min_cosine`: its figures."""
     import numpy as np
 
     from moe.embedding_cache import EmbeddingCache
-    from moe.onnx_backend import onnx_available
-    from moe.openvino_backend import openvino_available
     from moe.text_encoder import TextEncoder, fill_note_cache
 
-    installed = {"torch": True, "onnx": onnx_available(), "openvino": openvino_available()}
-    for b, ok in installed.items():
-        if not ok:
+    variants = _note_variants()
+    for b in ("onnx", "openvino"):
+        if b not in variants:
             log(f"    note backend {b}: not installed, skipped")
-    encs = {
-        b: loaded
-        if loaded is not None and loaded.backend == b
-        else TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu", backend=b)
-        for b, ok in installed.items()
-        if ok
-    }
-    default = TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu").backend  # `auto`
+    encs: dict[str, Any] = {}
+    for name, (backend, precision) in variants.items():
+        enc = TextEncoder(
+            batch_size=DEFAULT_NOTE_BATCH, device="cpu", backend=backend, precision=precision
+        )
+        same = loaded is not None and loaded.model_key == enc.model_key
+        encs[name] = loaded if same else enc
+    auto_key = TextEncoder(batch_size=DEFAULT_NOTE_BATCH, device="cpu").model_key
+    default = next(n for n, e in encs.items() if e.model_key == auto_key)
     for enc in encs.values():
         enc.embed_notes(texts[:2])  # load + warm up outside the timer
     load_start = os.getloadavg()
     best: dict[str, tuple[float, float]] = {}  # fastest (wall s, CPU s of that run)
     vecs: dict[str, Any] = {}
     for r in range(BACKEND_REPEATS):
-        for b, enc in encs.items():
+        for name, enc in encs.items():
             cache = EmbeddingCache(
-                cache_root / f"backend_{b}_r{r}", "notes", enc.model_key, enc.dim
+                cache_root / f"backend_{name}_r{r}", "notes", enc.model_key, enc.dim
             )
             cpu0 = time.process_time()
             stats = fill_note_cache(enc, cache, "b00", texts)
             cpu = time.process_time() - cpu0
-            if stats.seconds < best.get(b, (float("inf"), 0.0))[0]:
-                best[b] = (stats.seconds, cpu)
+            if stats.seconds < best.get(name, (float("inf"), 0.0))[0]:
+                best[name] = (stats.seconds, cpu)
             if r == 0:
                 found = cache.lookup(stats.keys)
-                vecs[b] = np.stack([found[k][1] for k in stats.keys]).astype(np.float64)  # type: ignore[misc]
+                vecs[name] = np.stack([found[k][1] for k in stats.keys]).astype(np.float64)  # type: ignore[misc]
     ref = vecs["torch"]
     res: dict[str, Any] = {}
-    for b, enc in encs.items():
-        v = vecs[b]
+    for name, enc in encs.items():
+        v = vecs[name]
         cos = (v * ref).sum(1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)
-        res[b] = {
-            "notes_per_s": len(texts) / best[b][0],
-            "seconds": best[b][0],
-            "cpu_s": best[b][1],
-            "speedup": best["torch"][0] / best[b][0],
-            "min_cosine": 1.0 if b == "torch" else float(cos.min()),
+        res[name] = {
+            "backend": enc.backend,
+            "notes_per_s": len(texts) / best[name][0],
+            "seconds": best[name][0],
+            "cpu_s": best[name][1],
+            "speedup": best["torch"][0] / best[name][0],
+            "min_cosine": 1.0 if name == "torch" else float(cos.min()),
             "precision": enc.precision,
             "quantization": enc.quantization,
         }
         log(
-            f"    note backend {b:8s} ({enc.precision}): {res[b]['notes_per_s']:6.1f} notes/s, "
-            f"{best[b][1]:.2f} CPU s, {res[b]['speedup']:.2f}x torch, min cosine "
-            f"{res[b]['min_cosine']:.7f}"
+            f"    note backend {name:13s}: {res[name]['notes_per_s']:6.1f} notes/s, "
+            f"{best[name][1]:.2f} CPU s, {res[name]['speedup']:.2f}x torch, min cosine "
+            f"{res[name]['min_cosine']:.7f}{' (auto)' if name == default else ''}"
         )
     return res | {
         "default": default,
@@ -344,17 +361,17 @@ def markdown(res: dict[str, Any]) -> str:
                 "| backend | notes/s | CPU s | vs torch | min cosine vs torch |",
                 "|---|---:|---:|---:|---:|",
             ]
-            names = {"torch": "torch (sentence-transformers)", "onnx": "onnx (ONNX Runtime)",
-                     "openvino": "openvino (OpenVINO Runtime)"}  # fmt: skip
-            for b, label in names.items():
-                if b not in nb:
+            labels = {"torch": "torch (sentence-transformers)", "onnx": "onnx (ONNX Runtime)",
+                      "openvino": "openvino (OpenVINO Runtime)"}  # fmt: skip
+            for name, r in nb.items():
+                if not isinstance(r, dict):
                     continue
-                r = nb[b]
                 what = r["precision"] if r["quantization"] == "none" else r["quantization"]
-                auto = "; `auto` on CPU" if b == nb["default"] else ""
+                auto = "; `auto` on CPU" if name == nb["default"] else ""
                 lines.append(
-                    f"| {label}, {what}{auto} | {r['notes_per_s']:.1f} | {r['cpu_s']:.2f} | "
-                    f"{r['speedup']:.2f}x | {r['min_cosine']:.7f} |"
+                    f"| {labels.get(r['backend'], r['backend'])}, {what}{auto} | "
+                    f"{r['notes_per_s']:.1f} | {r['cpu_s']:.2f} | {r['speedup']:.2f}x | "
+                    f"{r['min_cosine']:.7f} |"
                 )
     else:
         lines.append(f"Notes: not available ({note.get('reason')})")

@@ -25,15 +25,15 @@ Choices (documented here because they change the vectors, hence the cache key):
 - Backend: `torch` (sentence-transformers' own forward), `onnx` (ONNX Runtime over a
   local export of the same model, `moe.onnx_backend`; fp32 with graph fusions, or int8
   weights with `quantization="int8"`) or `openvino` (OpenVINO Runtime over the same fp32
-  export, `moe.openvino_backend`; bf16 where the CPU computes bf16 natively, else fp32:
-  `precision`). `auto` is, on CPU, `openvino` when installed (measured on the demo notes'
-  asset path: about 3x torch's notes/s, cosine >= 0.9999 with torch on every note, the
-  same downstream AUROC; bench/RESULTS.md), else `onnx`, else `torch`; `onnx` when int8
-  is asked for; `torch` on a GPU. Tokenisation is the same for all: the exported backends
-  load the model's tokenizer alone and call it as sentence-transformers does (identical
-  token ids), so they build the torch model only to export it once. The backend, the
-  quantisation and (openvino) the effective precision are part of the cache key, so
-  vectors of different backends or precisions never mix.
+  export, `moe.openvino_backend`; fp32, or bf16 with `precision`). `auto` is, on CPU,
+  `openvino` fp32 when installed (the fastest backend that is equivalent to torch on the
+  demo: vectors within 1e-6, the same downstream test AUROC; bench/RESULTS.md, issue 14),
+  else `onnx`, else `torch`; `onnx` when int8 is asked for; `torch` on a GPU. int8 and
+  bf16 are faster but not equivalent, so they are opt-in. Tokenisation is the same for
+  all: the exported backends load the model's tokenizer alone and call it as
+  sentence-transformers does (identical token ids), so they build the torch model only to
+  export it once. The backend, the quantisation and (openvino) the effective precision
+  are part of the cache key, so vectors of different backends or precisions never mix.
 """
 
 from __future__ import annotations

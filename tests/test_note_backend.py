@@ -148,7 +148,9 @@ def test_openvino_precision_is_in_the_cache_key_and_metadata(
 ) -> None:
     onnx = TextEncoder(device="cpu", backend="onnx", model_cache=model_cache)
     bf16(True)
-    ov_auto = TextEncoder(device="cpu", backend="openvino", model_cache=model_cache)
+    ov_auto = TextEncoder(
+        device="cpu", backend="openvino", precision="auto", model_cache=model_cache
+    )
     ov_bf16 = TextEncoder(device="cpu", backend="openvino", precision="bf16",
                           model_cache=model_cache)  # fmt: skip
     ov_fp32 = TextEncoder(device="cpu", backend="openvino", precision="fp32",
@@ -157,10 +159,17 @@ def test_openvino_precision_is_in_the_cache_key_and_metadata(
     assert ov_auto.settings["precision"] == "bf16" and ov_auto.model_key == ov_bf16.model_key
     keys = [torch_enc.model_key, onnx.model_key, ov_bf16.model_key, ov_fp32.model_key]
     assert len(set(keys)) == 4  # vectors of different backends or precisions never mix
-    # a CPU without native bf16: auto is fp32 (the fp32 key); asking for bf16 is an error
-    bf16(False)
+    # fp32 is the default (bf16 is opt-in: not equivalent downstream)
     assert TextEncoder(device="cpu", backend="openvino", model_cache=model_cache).model_key == (
         ov_fp32.model_key
+    )
+    # a CPU without native bf16: auto is fp32 (the fp32 key); asking for bf16 is an error
+    bf16(False)
+    assert (
+        TextEncoder(
+            device="cpu", backend="openvino", precision="auto", model_cache=model_cache
+        ).model_key
+        == ov_fp32.model_key
     )
     with pytest.raises(ValueError, match="native bf16"):
         TextEncoder(device="cpu", backend="openvino", precision="bf16")
@@ -196,9 +205,9 @@ def _without(monkeypatch: pytest.MonkeyPatch, *missing: str) -> None:
 def test_auto_picks_openvino_on_cpu_and_falls_back(
     monkeypatch: pytest.MonkeyPatch, model_cache: Path
 ) -> None:
-    # installed (a dependency): auto on CPU is openvino, on the key of asking for it
+    # installed (a dependency): auto on CPU is openvino fp32, on the key of asking for it
     auto = TextEncoder(device="cpu", model_cache=model_cache)
-    assert auto.backend == "openvino"
+    assert (auto.backend, auto.precision) == ("openvino", "fp32")
     assert auto.model_key == TextEncoder(device="cpu", backend="openvino",
                                          model_cache=model_cache).model_key  # fmt: skip
     assert resolve_backend("auto", "cuda") == "torch"  # the GPU path is unchanged
@@ -249,6 +258,13 @@ def test_openvino_backend_matches_torch_vectors(
     got = enc.embed_notes(NOTES + AWKWARD)
     assert got.shape == ref.shape == (len(NOTES + AWKWARD), 384)
     assert _cos(got, ref).min() >= floor
+    # split across the streams: the same vectors as one request per batch
+    one = enc.runtime
+    streams, one.streams = one.streams, 1
+    try:
+        np.testing.assert_allclose(enc.embed_notes(NOTES + AWKWARD), got, rtol=0, atol=1e-5)
+    finally:
+        one.streams = streams
     # the compiled model runs in the precision the key says; no SentenceTransformer built
     # once the export is on disk (the module's first test may have made it)
     assert enc.runtime.precision == precision and enc.device_used.endswith(f"{precision})")
@@ -285,3 +301,41 @@ def test_chunk_cap_keeps_evenly_spaced_windows_and_is_counted(tmp_path: Path) ->
     w = np.array([n for _, n in kept], dtype=np.float64)
     expect = (enc.encode_chunks(spans) * w[:, None]).sum(0) / w.sum()
     np.testing.assert_allclose(vec, expect, rtol=0, atol=1e-5)
+
+
+# a plain `import openvino` sends a usage event (its converter's opt-out telemetry, off only
+# where CI=true) and writes a client id under ~/intel; the backend's import must do neither
+_IMPORTS = {
+    "plain": "import openvino",
+    "backend": "from moe.openvino_backend import bf16_supported, import_openvino\n"
+    "import_openvino(); bf16_supported()",
+}
+
+
+@pytest.mark.parametrize("how", ["backend", "plain"])
+def test_openvino_is_imported_without_telemetry(tmp_path: Path, how: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_privacy import SITECUSTOMIZE
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    net_log, home = tmp_path / "net.log", tmp_path / "home"
+    home.mkdir()
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TF_BUILD", "JENKINS_URL")}
+    env |= {"PYTHONPATH": f"{site}{os.pathsep}{repo}", "MOE_TEST_NET_LOG": str(net_log),
+            "HOME": str(home)}  # fmt: skip
+    # the event goes out from a forked process a moment after the import: wait for it
+    code = _IMPORTS[how] + "\nimport time; time.sleep(3)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    sent = net_log.read_text() if net_log.exists() else ""
+    if how == "plain":  # the control: the check sees what OpenVINO does on its own
+        assert "google-analytics" in sent and (home / "intel").exists()
+    else:
+        assert sent == "" and not (home / "intel").exists()
