@@ -12,13 +12,15 @@ bare model forward pass on the same inputs and batch size.
   times, interleaved (bare, asset, bare, asset, ...; each asset run into an empty cache);
   the fastest run of each counts, so neither side is a best-of-N against a single try.
 
-Note backends: the asset path (`fill_note_cache`, batch 64, into empty caches) with the
-`torch`, `onnx` and `openvino` backends (those installed), interleaved (torch, onnx,
-openvino, torch, ...), fastest of `REPEATS` each, in one process on the same notes:
-`note_backend_speedup` = notes/s of the backend `backend="auto"` picks on CPU (openvino
-when installed) / torch's notes/s, and `note_backend_min_cosine` the minimum cosine between
-that backend's vectors and torch's over those notes. Each backend's CPU seconds (this
-process, all threads) are recorded beside its wall time, with the load average.
+Note backends: the asset path (`fill_note_cache`, batch 64, into empty caches) with every
+backend installed: `torch`, `onnx` (fp32), `openvino` (fp32) and, on a CPU with native
+bf16, `openvino_bf16` (opt-in, not equivalent downstream), interleaved (torch, onnx,
+openvino, openvino_bf16, torch, ...), fastest of `REPEATS` each, in one process on the
+same notes: `note_backend_speedup` = notes/s of the backend `backend="auto"` picks on CPU
+(openvino fp32 when installed) / torch's notes/s, and `note_backend_min_cosine` the
+minimum cosine between that backend's vectors and torch's over those notes. Each
+backend's CPU seconds (this process, all threads) are recorded beside its wall time, with
+the load average. Downstream test AUROC per backend: `bench.note_backend_auroc`.
 
 Inputs: notes and JPGs of a synthetic demo raw root (`synthetic.generate`, cached).
 """

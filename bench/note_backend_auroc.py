@@ -1,18 +1,22 @@
-"""Downstream effect of the note backend: test AUROC of the MoE with torch's note vectors
-against the default (`auto`) backend's, on the same synthetic demo, tasks and splits.
+"""Downstream effect of the note backend: the MoE's test AUROC with each backend's note
+vectors against torch's, on the same synthetic demo, tasks and splits.
 
     python -m bench.note_backend_auroc [--stays 3000] [--seed 0] [--workdir DIR]
 
-The graph up to `multimodal_dataset` is built once on the synthetic demo with the default
-note settings (`bench.quality.materialize`, the Dagster CLI). Then, in this process, the
-stays' note vectors are made again with `backend="torch"` and with `backend="auto"`
-exactly as the `note_embeddings` asset makes them (`NoteWork.per_stay`; the auto run
-finds its notes cached by the build), the dataset is assembled from each with the same
-cohort, EHR and X-ray inputs (`dataset.assemble_dataset`, the asset's code), and
-`moe.fit` (default config, `seed`) is fitted on each. The default backend's dataset is
-fitted twice: the second fit shows how much of a difference is the fit itself (none when
-the fit is deterministic). Prints a table and, last, one JSON line; the bar is
-|delta AUROC| <= 0.003 on every task (issue 14).
+The graph up to `multimodal_dataset` is built once on the synthetic demo (`--seed` is the
+generator's seed and the fit's) with the default note settings (`bench.quality.materialize`,
+the Dagster CLI). Then, in this process, the stays' note vectors are made again with each
+backend installed (torch, onnx fp32, openvino fp32 and, on a CPU with native bf16,
+openvino bf16) exactly as the `note_embeddings` asset makes them (`NoteWork.per_stay`;
+the default backend finds its notes cached by the build, and its vectors must equal the
+pipeline's), the dataset is assembled from each with the same cohort, EHR and X-ray
+inputs (`dataset.assemble_dataset`, the asset's code), and `moe.fit` (default config) is
+fitted on each. Controls: torch's vectors plus a random perturbation as large as bf16's
+error on each stay (`noise`), torch's vectors fitted again (`torch_refit`: is the fit
+deterministic?) and with the next seed (`torch_next_seed`: how far AUROC moves with
+nothing but the fit's randomness). Prints a table (AUROC and delta vs torch) and, last,
+one JSON line; the bar is |delta AUROC| <= 0.003 on every task for the default backend
+(issue 14).
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ NOTE_ABOUT: dict[str, About] = {
         "min cosine ~0.98 with torch on the demo notes: not equivalent)."
     ),
     "precision": About(
-        "openvino backend only: fp32 (default, equivalent to torch), bf16 (about 2x "
-        "faster, cosine >= 0.9999 with torch, but test AUROC moved by up to 0.028 on the "
+        "openvino backend only: fp32 (default, equivalent to torch), bf16 (about 1.8x "
+        "faster, cosine >= 0.9999 with torch, but test AUROC moved by up to 0.016 on the "
         "demo: not equivalent) or auto (bf16 where the CPU has it natively, else fp32)."
     ),
     "recency_half_life_hours": About(

@@ -9,13 +9,12 @@ called as sentence-transformers calls it), so token ids are identical to torch's
 Precision (`INFERENCE_PRECISION_HINT`, the `precision` setting): `fp32` by default;
 `bf16` (or `auto`: bf16 where the CPU computes in bf16 natively, which OpenVINO reports as
 `BF16` among its `OPTIMIZATION_CAPABILITIES`: AVX512-BF16 or AMX) is opt-in. Measured on
-the demo (bench/RESULTS.md, issue 14, session 16): fp32 matches torch's vectors to 1e-6
-and gives the same downstream test AUROC to 4 decimals; bf16 is about twice as fast and
-its vectors still have cosine >= 0.9999 with torch's, but it moved the MoE's test AUROC
-by up to 0.028 on the 3,000-stay demo (the bar is 0.003; the fit's own seed moves it by
-up to 0.008), so it is not equivalent and never the default. The effective precision is
-part of the note cache key (`TextEncoder.settings["precision"]`), so bf16 and fp32
-vectors never mix.
+two 3,000-stay synthetic demos (bench/RESULTS.md, issue 14, session 16): fp32's vectors
+match torch's to cosine 1 - 1e-12 per stay and the MoE's test AUROC was torch's to 4
+decimals on all six task fits; bf16 is about 1.8x fp32's speed, its vectors still have
+cosine >= 0.9999 with torch's, but it moved test AUROC by up to 0.016 (bar 0.003), so it
+is not equivalent and never the default. The effective precision is part of the note
+cache key (`TextEncoder.settings["precision"]`), so bf16 and fp32 vectors never mix.
 
 No telemetry: a plain `import openvino` sends a usage event to Google Analytics and
 writes a client id under `~/intel` (its converter's `openvino_telemetry`, opt-out, off
