@@ -74,7 +74,8 @@ MoETrainConfig = config_from(
         "shared_expert": About("Add an always-on expert over all tokens."),
         "linear_weight": About(
             "Weight of the ridge-fitted linear expert in the final logit, against the mean of "
-            "the neural MoEs (moe.linear_expert); 0: neural experts only.",
+            "the neural MoEs (moe.linear_expert); 0: neural experts only. Chosen on the "
+            "validation stays unless linear_weight_choice is 'fixed'.",
             ge=0, le=1,
         ),
         # training (TrainConfig)
@@ -93,6 +94,11 @@ MoETrainConfig = config_from(
         "calibration": About(
             "MoE only. 'platt': refit sigmoid(a * logit + b) on the validation stays (a > 0: "
             "AUROC unchanged, probabilities calibrated); 'none'."
+        ),
+        "linear_weight_choice": About(
+            "'validation': choose the linear expert's weight on the validation stays (least "
+            "log-loss of the Platt-scaled blend, weights 0, 0.125, ..., 1; linear_weight is the "
+            "fallback); 'fixed': use linear_weight."
         ),
         "seed": About("Seed for init, batches and dropout.", ge=0),
         "device": About("'auto' (CUDA when present), 'cpu', 'cuda'."),

@@ -49,7 +49,9 @@ class ModelConfig:
     single_expert: bool = False  # one expert over all modalities, no mixture
     shared_expert: bool = True  # always-on expert over all tokens, added to the routed mixture
     # weight of the linear expert (`moe.linear_expert`, a ridge fit over the same inputs) in
-    # the final logit: (1 - w) * mean neural logit + w * linear logit; 0: neural experts only
+    # the final logit: (1 - w) * mean neural logit + w * linear logit; 0: neural experts only.
+    # With TrainConfig.linear_weight_choice "validation" (the default) the fit chooses w on
+    # the validation stays and this is only the fallback when they cannot decide
     linear_weight: float = 0.25
 
     def __post_init__(self) -> None:
@@ -100,6 +102,10 @@ class TrainConfig:
     # MoE only: "platt" refits sigmoid(a * logit + b) on the validation stays after training
     # (a > 0, so rankings and AUROC are unchanged; probabilities are calibrated); "none"
     calibration: str = "platt"
+    # how the linear expert's weight in the final logit is set when `linear_weight` > 0:
+    # "validation" chooses it on the validation stays (`moe.train.choose_linear_weight`: the
+    # Platt-scaled blend's log-loss over LINEAR_WEIGHT_GRID); "fixed" uses `linear_weight`
+    linear_weight_choice: str = "validation"
     seed: int = 0
     # where it runs
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
@@ -114,6 +120,8 @@ class TrainConfig:
             raise ValueError("class_weight must be 'balanced' or 'none'")
         if self.calibration not in ("platt", "none"):
             raise ValueError("calibration must be 'platt' or 'none'")
+        if self.linear_weight_choice not in ("validation", "fixed"):
+            raise ValueError("linear_weight_choice must be 'validation' or 'fixed'")
 
 
 TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))

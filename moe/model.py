@@ -343,28 +343,37 @@ class LinearExpert(EncodedInputs, nn.Module):
 class MoEEnsemble(nn.Module):
     """Independently seeded MoEs averaged (mean logit, mean gate weights, mean balance loss),
     blended with the linear expert when there is one:
-    logit = (1 - linear_weight) * mean member logit + linear_weight * linear logit.
+    logit = (1 - linear_weight) * mean member logit + linear_weight * linear logit
+    (the weight is a buffer: `moe.train.fit_moe` chooses it on the validation stays).
     Seed averaging lowers the variance of a fit on a few thousand stays, and the linear
     expert, fitted in closed form with a penalty chosen by cross-validation, lowers it
     further where the signal is mostly linear; member 0 is the single MoE with the same seed."""
+
+    linear_weight: Tensor  # scalar buffer, saved with the state: the fit may choose it
 
     def __init__(self, members: list[MoE], linear: LinearExpert | None = None,
                  linear_weight: float = 0.0):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.linear = linear
-        self.linear_weight = float(linear_weight) if linear is not None else 0.0
+        w = float(linear_weight) if linear is not None else 0.0
+        self.register_buffer("linear_weight", torch.tensor(w, dtype=torch.float32))
         self.dims = dict(members[0].dims)
         self.expert_names = list(members[0].expert_names)
 
     def forward(self, x: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         outs = [m(x, mask) for m in self.members]
-        logits = torch.stack([o["logits"] for o in outs]).mean(dim=0)
+        neural = torch.stack([o["logits"] for o in outs]).mean(dim=0)
+        logits = neural
+        linear = torch.zeros_like(neural)
         if self.linear is not None:
             w = self.linear_weight
-            logits = (1.0 - w) * logits + w * self.linear(x, mask)["logits"]
+            linear = self.linear(x, mask)["logits"]
+            logits = (1.0 - w) * neural + w * linear
         return {
             "logits": logits,
+            "neural": neural,  # the parts, for choosing the weight (moe.train)
+            "linear": linear,
             "weights": torch.stack([o["weights"] for o in outs]).mean(dim=0),
             "eligible": outs[0]["eligible"],
             "balance": torch.stack([o["balance"] for o in outs]).mean(),

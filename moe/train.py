@@ -429,7 +429,10 @@ class FittedMoE:
         cfg = MoEConfig.from_dict({**meta["config"], "device": device})
         module = build_module(meta["dims"], cfg)
         blob = torch.load(d / "model.pt", map_location=device, weights_only=True)
-        module.load_state_dict(blob["state_dict"])
+        state = blob["state_dict"]
+        if isinstance(module, MoEEnsemble) and "linear_weight" not in state:
+            state["linear_weight"] = module.linear_weight.clone()  # saved before it was chosen
+        module.load_state_dict(state)
         module.to(torch.device(resolve_device(device))).eval()
         calibration = tuple(meta.get("calibration", IDENTITY))  # older saves: none
         return cls(module, meta["task"], cfg, meta.get("history"), (calibration[0], calibration[1]))
@@ -466,11 +469,49 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
                 hist["linear"] = {"ridge_alpha": linear.ridge_alpha}
                 hist["seconds"] += time.perf_counter() - t0
             module = MoEEnsemble(members, linear, cfg.linear_weight).eval()
+            if linear is not None and cfg.linear_weight_choice == "validation":
+                w, losses = choose_linear_weight(module, va)
+                module.linear_weight.fill_(w)
+                hist["linear"].update(weight=w, val_log_loss=losses)
         calibration = IDENTITY
         if cfg.calibration == "platt" and va.y is not None and len(va):
             device = next(module.parameters()).device
             calibration = platt_scaling(predict_module(module, va, device), va.y)
     return FittedMoE(module, task, cfg, hist, calibration)
+
+
+LINEAR_WEIGHT_GRID = tuple(i / 8 for i in range(9))  # 0, 0.125, ..., 1
+
+
+@torch.no_grad()
+def choose_linear_weight(module: MoEEnsemble, va: Arrays) -> tuple[float, dict[str, float]]:
+    """The linear expert's weight w in (1 - w) * neural + w * linear with the least validation
+    log-loss after Platt scaling, over `LINEAR_WEIGHT_GRID` (ties: the smaller weight); the
+    module's own weight when the validation stays cannot decide (no labels, or under 10 of a
+    class).
+
+    Why: how much a ridge-shrunk linear logit should count against the neural experts depends
+    on the data: on a few thousand stays it lowers the variance, with more stays the neural
+    experts fit the interactions it cannot and a fixed share of it holds them back (on 28,800
+    training stays of the `interactions` family the fixed 0.25 blend fell below one early
+    fusion MLP). Two Platt parameters and one weight are fitted on the validation stays, which
+    early stopping also reads; the test split is never seen (bench/VAL_SWEEP.txt step 6)."""
+    default = float(module.linear_weight)
+    if va.y is None or min((va.y == 1).sum(), (va.y == 0).sum()) < 10:
+        return default, {}
+    device = next(module.parameters()).device
+    neural = predict_module(module, va, device, key="neural").astype(np.float64)
+    linear = predict_module(module, va, device, key="linear").astype(np.float64)
+    y = va.y.astype(np.float64)
+    losses: dict[str, float] = {}
+    for w in LINEAR_WEIGHT_GRID:
+        z = (1 - w) * neural + w * linear
+        a, b = platt_scaling(z, y)
+        p = np.clip(1 / (1 + np.exp(-(a * z + b))), 1e-7, 1 - 1e-7)
+        losses[f"{w:g}"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    least = min(losses.values())
+    best = next(k for k in losses if losses[k] <= least + 1e-6)  # ties: the smaller weight
+    return float(best), losses
 
 
 def _single_moe(cfg: MoEConfig) -> bool:

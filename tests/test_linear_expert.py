@@ -92,7 +92,8 @@ def _logit(p):
 @pytest.mark.parametrize("ensemble", [1, 2])
 def test_moe_logit_blends_the_neural_mean_with_the_linear_baseline(ensemble):
     table = make_table(1200, seed=2, signal=2.0)[0]
-    cfg = {**FAST, "ensemble": ensemble, "linear_weight": 0.3, "calibration": "none"}
+    cfg = {**FAST, "ensemble": ensemble, "linear_weight": 0.3, "calibration": "none",
+           "linear_weight_choice": "fixed"}
     fitted = moe.fit(table, "mortality", cfg)
     members = fitted.module.members
     assert len(members) == ensemble
@@ -120,3 +121,63 @@ def test_save_load_roundtrip_with_and_without_linear_expert(tmp_path, weight):
 def test_bad_linear_weight_is_refused():
     with pytest.raises(ValueError, match="linear_weight"):
         moe.fit(make_table(200, seed=0)[0], "mortality", {**FAST, "linear_weight": 1.5})
+
+
+def test_linear_weight_is_the_validation_log_loss_minimiser_and_survives_save(tmp_path):
+    """The default choice: the weight with the least validation log-loss after Platt scaling,
+    recomputed here from the members and the linear expert; test rows play no part."""
+    from moe.data import extract
+    from moe.train import LINEAR_WEIGHT_GRID, labelled_split, platt_scaling
+
+    table = make_table(1500, seed=4, signal=1.5)[0]
+    fitted = moe.fit(table, "mortality", {**FAST, "ensemble": 2})
+    va = labelled_split(extract(table, "mortality"), "val")
+    members = fitted.module.members
+    neural = np.mean([_logit(FittedMoE(m, "mortality", fitted.config).predict_proba(table))
+                      for m in members], axis=0)
+    lin = _logit(moe.fit_baseline(table, "mortality", "linear", FAST).predict_proba(table))
+    val = (table["split"] == "val").to_numpy()
+    y = va.y
+
+    def loss(w):
+        z = (1 - w) * neural[val] + w * lin[val]
+        a, b = platt_scaling(z, y)
+        p = np.clip(1 / (1 + np.exp(-(a * z + b))), 1e-7, 1 - 1e-7)
+        return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    expected = min(LINEAR_WEIGHT_GRID, key=loss)
+    chosen = fitted.history["linear"]["weight"]
+    assert chosen == expected
+    assert float(fitted.module.linear_weight) == chosen
+    assert set(fitted.history["linear"]["val_log_loss"]) == {f"{w:g}" for w in LINEAR_WEIGHT_GRID}
+    # test labels do not move it: scramble them and refit
+    t2 = table.copy()
+    test = (t2["split"] == "test").to_numpy()
+    t2.loc[test, "mortality"] = 1 - t2.loc[test, "mortality"]
+    assert moe.fit(t2, "mortality", {**FAST, "ensemble": 2}).history["linear"]["weight"] == chosen
+    fitted.save(tmp_path)
+    back = moe.load(tmp_path)
+    assert float(back.module.linear_weight) == chosen
+    assert np.array_equal(back.predict_proba(table), fitted.predict_proba(table))
+
+
+def test_linear_weight_goes_to_the_better_part():
+    """A linear expert that carries no signal (a constant logit) gets weight 0; against neural
+    members whose logit is constant, any weight > 0 is as good as the linear expert alone."""
+    from moe.data import extract
+    from moe.train import choose_linear_weight, labelled_split
+
+    table = make_table(1500, seed=5, signal=2.0)[0]
+    fitted = moe.fit(table, "mortality", {**FAST, "ensemble": 2})
+    va = labelled_split(extract(table, "mortality"), "val")
+    ens = fitted.module
+    for name in ("lin_ehr", "lin_notes", "lin_cxr"):
+        getattr(ens.linear, name).zero_()
+    ens.linear.lin_pattern.zero_()
+    assert choose_linear_weight(ens, va)[0] == 0.0
+    fresh = moe.fit(table, "mortality", {**FAST, "ensemble": 2, "max_epochs": 1})
+    for m in fresh.module.members:
+        m.head[1].weight.data.zero_()
+    w, losses = choose_linear_weight(fresh.module, va)
+    assert w > 0 and losses[f"{w:g}"] == pytest.approx(losses["1"], abs=1e-6)
+    assert losses["0"] > losses["1"] + 0.01
