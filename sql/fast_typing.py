@@ -128,7 +128,7 @@ def _typed(raw: Any, kind: str) -> Any:
     import polars as pl
 
     if kind == "timestamp":
-        return raw.str.to_datetime(TS_FORMAT, time_unit="us", strict=False)
+        return raw.str.to_datetime(TS_FORMAT, time_unit="us", strict=False, cache=False)
     dtype = {"int64": pl.Int64, "int32": pl.Int32, "double": pl.Float64}[kind]
     return raw.cast(dtype, strict=False)
 
