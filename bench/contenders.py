@@ -6,7 +6,9 @@ the columns that the staged table has, and write them out.
 
 - `duckdb`: the project's staging code path (`bench.stage_adapter.stage_one`), to Parquet,
   with its default reader (`MOE_STAGING_READER=stream`, `sql.fast_read`: one ISA-L inflate
-  that is also the gzip check, Polars tokenising pieces, DuckDB's statement per piece).
+  that is also the gzip check, Polars tokenising and typing each piece exactly as the
+  staging statement would (`sql.fast_typing`; DuckDB's statement for a piece it cannot
+  decide), DuckDB's final zstd write with the counts).
 - `rowreader`: `csv.DictReader` row by row over `gzip.open`, the approach of the
   mimic3-benchmarks extraction (`read_events_table_by_row`) that MedFuse and others still
   use; it streams kept rows to CSV with `csv.DictWriter`, as those scripts do (no typing,

@@ -1,7 +1,8 @@
-"""The readers of the big event tables (`sql.fast_read`: the default streamed read, the
-opt-in whole-file Polars read, DuckDB's own): byte-identical staged files between runs and
-between readers, the same staged rows on awkward values, and the whole-file gzip check
-still refusing a truncated download before any output is replaced."""
+"""The readers of the big event tables (`sql.fast_read`: the default streamed read, typed
+by Polars as the staging statement types, the opt-in whole-file Polars read, DuckDB's
+own): byte-identical staged files between runs and between readers, the same staged rows
+and counts on awkward values, and the whole-file gzip check still refusing a truncated
+download before any output is replaced."""
 
 from __future__ import annotations
 
@@ -153,8 +154,10 @@ def test_truncated_gzip_is_refused_before_output_is_replaced(
 ) -> None:
     raw = _chartevents(tmp_path / "raw", 40_000)
     data = tmp_path / "data"
+    seen = _typing_outcomes(monkeypatch)
     good = _stage(raw, data, how, monkeypatch)
     before = good.read_bytes()
+    assert (seen == [True]) if how == "stream" else not seen  # typed by Polars
     path = raw / "icu" / "chartevents.csv.gz"
     blob = path.read_bytes()
     for cut in (len(blob) * 2 // 3, len(blob) - 4):  # cut off mid-stream; only the trailer
