@@ -246,16 +246,13 @@ def _drain(source: queue.Queue[Any], stop: threading.Event) -> Iterator[Any]:
         yield item
 
 
-def _candidate_tables(
-    pieces: Iterator[bytes], table: RawTable, ids: list[int], spec: TypingSpec | None
-) -> Iterator[tuple[bool, Any]]:
-    """Per piece: (True, the statement's rows typed by Polars) or, for a piece
-    `sql.fast_typing` cannot decide, (False, its candidate rows as strings)."""
+def _candidate_tables(pieces: Iterator[bytes], table: RawTable, ids: list[int]) -> Iterator[Any]:
+    """Per piece, its candidate rows as strings (a Polars frame)."""
     header: list[str] | None = None
     for piece in pieces:
         if header is None:
             header, piece = _header(piece)
-        yield _typed_or_candidates(piece, header, table, ids, spec)
+        yield _candidates(piece, header, table, ids)
 
 
 def _header(piece: bytes) -> tuple[list[str], bytes]:
@@ -290,13 +287,18 @@ def _valid_utf8(piece: bytes) -> bool:
     return True
 
 
-def _typed_or_candidates(
-    piece: bytes, header: list[str], table: RawTable, ids: list[int], spec: TypingSpec | None
-) -> tuple[bool, Any]:
+def _typed_or_candidates(frame: Any, ids: list[int], spec: TypingSpec | None) -> tuple[bool, Any]:
+    """(True, the statement's rows for the piece's candidate rows, typed by Polars) or,
+    for a piece `sql.fast_typing` cannot decide, (False, the candidate rows as strings),
+    as Arrow tables."""
     import polars as pl
 
-    frame = _candidates(piece, header, table, ids)
-    typed = type_piece(frame, spec, ids) if spec is not None else None
+    typed = None
+    if spec is not None:
+        try:
+            typed = type_piece(frame, spec, ids)
+        except Exception:  # noqa: BLE001 - whatever Polars refuses, the statement decides
+            typed = None
     # an empty piece: DuckDB writes a file of no row group, pyarrow one of an empty one
     if typed is None or typed.height == 0:
         return False, frame.to_arrow(compat_level=pl.CompatLevel.newest())  # views: no copy
@@ -335,7 +337,9 @@ def _candidates(piece: bytes, header: list[str], table: RawTable, ids: list[int]
 
 def _write_scratch(rows: Any, path: Path) -> None:
     """One piece's typed rows as one Parquet row group, uncompressed (read once, soon):
-    the final COPY reads it as DuckDB reads its own scratch file of the piece."""
+    the final COPY reads it as DuckDB reads its own scratch file of the piece. Dictionary
+    pages, as DuckDB writes them: a third of the plain size (450 -> 150 MB of scratch at
+    32 M chartevents rows, about 2 GB less at MIMIC-IV's 433 M) for 0.1 CPU s at 8 M."""
     import pyarrow.parquet as pq
 
     pq.write_table(
@@ -343,7 +347,7 @@ def _write_scratch(rows: Any, path: Path) -> None:
         path,
         row_group_size=max(rows.num_rows, 1),
         compression="none",
-        use_dictionary=False,
+        use_dictionary=True,
         write_statistics=False,
     )
 
@@ -368,7 +372,8 @@ def streamed_writer(
 
     def write(statement: str, scratch: Path) -> list[Path]:
         # three stages, each on its own thread: inflate (ISA-L) -> pieces -> tokenise and
-        # pre-filter (Polars) -> candidate rows -> the statement (DuckDB, this thread)
+        # pre-filter (Polars) -> candidate rows -> typing (Polars, or the statement in
+        # DuckDB) and the scratch write (this thread)
         stop = threading.Event()
         pieces: queue.Queue[Any] = queue.Queue(maxsize=2)
         candidates: queue.Queue[Any] = queue.Queue(maxsize=1)
@@ -383,7 +388,7 @@ def streamed_writer(
             threading.Thread(
                 target=_produce,
                 args=(
-                    lambda: _candidate_tables(_drain(pieces, stop), table, ids, spec),
+                    lambda: _candidate_tables(_drain(pieces, stop), table, ids),
                     candidates,
                     stop,
                 ),
@@ -400,7 +405,9 @@ def streamed_writer(
         threads = con.execute("SELECT current_setting('threads')").fetchone()
         con.execute("SET threads = 1")
         try:
-            for typed, rows in _drain(candidates, stop):
+            for frame in _drain(candidates, stop):
+                # typed here, while the other thread tokenises the next piece
+                typed, rows = _typed_or_candidates(frame, ids, spec)
                 files.append(_piece_path(scratch, len(files)))
                 if typed:  # the statement's rows already: written as they are
                     _write_scratch(rows, files[-1])
