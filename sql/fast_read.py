@@ -9,11 +9,11 @@ Three readers, chosen by `MOE_STAGING_READER` (`reader()`):
   item id it reads as an integer outside the table's variables: a *superset* pre-filter,
   because every string Polars reads as an integer DuckDB's `TRY_CAST` reads as the same
   integer, and strings Polars cannot read (`' 220045'`, `'220045.0'`, empty) are kept for
-  the typing to decide. The typing is the staging statement's, done by Polars in the same
-  thread (`sql.fast_typing`: the same casts, item-id filter, rejection reasons and
-  unparsed columns, exactly; the statement's per-piece cost in DuckDB was most of the gap
-  to Polars). Its rows go, as they are, into one scratch Parquet file per piece, in file
-  order. A piece with a value `sql.fast_typing` cannot decide (rare: none in real MIMIC
+  the typing to decide. The typing is the staging statement's, done by Polars in the
+  writing thread while the next piece is tokenised (`sql.fast_typing`: the same casts,
+  item-id filter, rejection reasons and unparsed columns, exactly; the statement's
+  per-piece cost in DuckDB was most of the gap to Polars). Its rows go, as they are, into
+  one scratch Parquet file per piece, in file order. A piece with a value `sql.fast_typing` cannot decide (rare: none in real MIMIC
   files) goes through DuckDB and the unchanged statement instead. That one inflate
   is also the whole-file gzip integrity check (ISA-L verifies every member's CRC and
   length, and a stream that stops before its end-of-stream marker is refused), and it
@@ -365,8 +365,9 @@ def _piece_path(scratch: Path, i: int) -> Path:
 def streamed_writer(
     con: duckdb.DuckDBPyConnection, table: RawTable, path: Path, piece_bytes: int = 0
 ) -> ParsedWriter:
-    """`stage_table`'s `write_parsed` for the streamed read: the statement over each
-    piece's candidate rows, one scratch Parquet file per piece, in file order."""
+    """`stage_table`'s `write_parsed` for the streamed read: the statement's rows for
+    each piece's candidate rows (typed by Polars, or by the statement in DuckDB), one
+    scratch Parquet file per piece, in file order."""
     ids = variable_ids(con, table)
     spec = spec_for(table.name)
 
