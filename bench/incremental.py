@@ -38,6 +38,7 @@ def _pipeline(data_dir: Path, stays: int, groups: str, timeout: float) -> dict[s
     if not info.get("success"):
         raise RuntimeError(f"pipeline steps failed: {info.get('failed')} {info.get('errors')}")
     info["wall_s"] = m.wall_s
+    info["cpu_s"] = m.cpu_s
     info["peak_rss_mb"] = m.peak_rss_mb
     return info
 

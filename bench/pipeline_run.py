@@ -14,8 +14,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import threading
 import time
 from typing import Any
+
+
+class CpuSampler:
+    """Samples this process's CPU seconds (user + system, with waited-for children) every
+    `every` s, so that a step's CPU seconds can be read between its start and end times
+    (the in-process executor runs the steps one after another in this process)."""
+
+    def __init__(self, every: float = 0.1) -> None:
+        self.every = every
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _cpu() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), self._cpu()))
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> CpuSampler:
+        self._th.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._th.join()
+        self.samples.append((time.time(), self._cpu()))
+
+    def at(self, ts: float) -> float:
+        """CPU seconds at wall time `ts` (the last sample at or before it)."""
+        best = self.samples[0][1] if self.samples else 0.0
+        for t, c in self.samples:
+            if t > ts:
+                break
+            best = c
+        return best
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,9 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     t1 = time.perf_counter()
     instance = DagsterInstance.ephemeral()
     # the repository's assets come with the Definitions' resources bound
-    result = materialize(selected, instance=instance, raise_on_error=False)
+    cpu0 = CpuSampler._cpu()
+    with CpuSampler() as sampler:
+        result = materialize(selected, instance=instance, raise_on_error=False)
     run_s = time.perf_counter() - t1
+    run_cpu_s = CpuSampler._cpu() - cpu0
     steps: dict[str, float] = {}
+    steps_cpu: dict[str, float] = {}
     starts: dict[str, float] = {}
     for rec in instance.all_logs(result.run_id):
         ev = rec.dagster_event
@@ -68,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             starts[ev.step_key] = rec.timestamp
         elif ev.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and ev.step_key in starts:
             steps[ev.step_key] = rec.timestamp - starts[ev.step_key]
+            steps_cpu[ev.step_key] = sampler.at(rec.timestamp) - sampler.at(starts[ev.step_key])
     failed = [ev.step_key for ev in result.all_events if ev.event_type_value == "STEP_FAILURE"]
     errors = [
         str(ev.event_specific_data.error.message)[:300]  # type: ignore[union-attr]
@@ -81,7 +128,10 @@ def main(argv: list[str] | None = None) -> None:
                 "assets": len(selected),
                 "import_s": t_import,
                 "materialize_s": run_s,
+                "materialize_cpu_s": run_cpu_s,
                 "steps": steps,
+                "steps_cpu_s": steps_cpu,
+                "loadavg_end": os.getloadavg(),
                 "failed": failed,
                 "errors": errors,
             }
