@@ -9,6 +9,7 @@ recomputes nothing expensive.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from plumbing.bounds import About, check_bounds
 from plumbing.raw_layout import RAW_TABLES, RawTable
@@ -44,6 +46,8 @@ from sql.runner import (
 STAGED_NAMES = list(RAW_TABLES)  # patients, admissions, icustays, chartevents, ...
 # the staging statement of each table: sql/staging/<name>.sql; the two note tables share one
 STAGING_SQL = {n: f"staging/{'notes' if t.module == 'note' else n}" for n, t in RAW_TABLES.items()}
+# The cohort columns `ehr_features` reads (sql/features/): its key covers these alone.
+EHR_COHORT_COLUMNS = ("stay_id", "subject_id", "intime", "prediction_time", "age", "gender")
 COHORT_VIEWS = [  # built in this order by the cohort build, each from its sql/ file
     "cohort/cohort_candidates",
     "cohort/cohort_stays",
@@ -181,6 +185,20 @@ def _staged(data_dir: Path, name: str) -> Path:
     return data_dir / f"staged_{name}.parquet"
 
 
+def columns_fingerprint(path: Path, columns: Sequence[str]) -> str:
+    """Digest of the values of `columns` of a Parquet file (and its recorded build
+    parameters): what a table reading only those columns depends on."""
+    _upstream_fingerprint(path)  # the same error as any upstream when it is not ours
+    table = pq.read_table(path, columns=list(columns)).combine_chunks()
+    table = table.replace_schema_metadata(None)  # the file's recorded key and counts
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    h = hashlib.sha256(sink.getvalue().to_pybytes())
+    h.update(json.dumps(parquet_stats(path).get("params", {}), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
 def _upstream_fingerprint(path: Path) -> str:
     fp = parquet_key(path) if path.is_file() else None
     if fp is None:
@@ -272,15 +290,20 @@ def _build(
     raw_root: Path | None = None,
     code: str | None = None,
     order: str = "stay_id",
+    upstream_keys: Mapping[str, str] | None = None,
 ) -> BuildResult:
     """One table of the cohort group: `<name>.parquet` (rows by `order`) from the tables it
     `reads` (and, with `raw_root`, the JPGs present, as `cxr_files`).
 
     Its key joins the SQL's hash, the upstream tables' keys, `key` and the JPG list; an
     unchanged key reuses the file. `query(con)` creates the views the table needs and
-    returns its SELECT, which becomes the temp table `<name>_out`; `stats(con)` counts over it."""
+    returns its SELECT, which becomes the temp table `<name>_out`; `stats(con)` counts over it.
+    `upstream_keys` replaces the recorded key of some of the `reads` (`columns_fingerprint`)."""
     out = data_dir / f"{name}.parquet"
-    upstream = {r: _upstream_fingerprint(data_dir / f"{r}.parquet") for r in reads}
+    upstream = {
+        r: (upstream_keys or {}).get(r) or _upstream_fingerprint(data_dir / f"{r}.parquet")
+        for r in reads
+    }
     jpgs = _cxr_files(raw_root) if raw_root is not None else None
     listing = (
         [hashlib.sha256("\n".join(jpgs["path"].to_pylist()).encode()).hexdigest()[:16]]
@@ -364,7 +387,14 @@ def build_ehr_features(
 ) -> BuildResult:
     """Per-stay aggregates of the kept EHR values in [intime - lookback, t0)."""
 
+    cohort_path = data_dir / "cohort.parquet"
+
     def query(con: duckdb.DuckDBPyConnection) -> str:
+        # the cohort with only the columns the key covers (a statement reading another fails)
+        cols = ", ".join(EHR_COHORT_COLUMNS)
+        path = str(cohort_path).replace("'", "''")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW cohort AS SELECT {cols} FROM read_parquet('{path}')")
+        con.execute("CREATE OR REPLACE TEMP VIEW cohort_stays AS SELECT * FROM cohort")
         sql_view(con, "features/ehr_events")
         return load_sql("features/ehr_features", feature_columns=feature_columns_sql())
 
@@ -381,7 +411,11 @@ def build_ehr_features(
         }
 
     reads = ["cohort", "staged_chartevents", "staged_labevents"]
-    return _build("ehr_features", data_dir, settings, force, reads, query, stats)
+    # keyed on the cohort columns it reads: a cohort rebuilt for new notes or X-rays (which
+    # change has_notes, has_cxr, cxr_dicom_id only) reuses the features
+    keys = {"cohort": columns_fingerprint(cohort_path, EHR_COHORT_COLUMNS)}
+    return _build("ehr_features", data_dir, settings, force, reads, query, stats,
+                  upstream_keys=keys)  # fmt: skip
 
 
 def build_cohort_notes(

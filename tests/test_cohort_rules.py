@@ -369,3 +369,36 @@ def test_ehr_lookback_is_a_setting_like_w(tmp_path):
         tables = ["cohort", "staged_chartevents", "staged_labevents", "ehr_events", "ehr_features"]
         assert run_check("ehr_before_t0", data, SETTINGS, tables) == 0
     assert counts == {6.0: 2, 1.0: 1}
+
+
+def test_ehr_features_reused_when_only_notes_change(tmp_path):
+    """A cohort rebuilt for a new note (has_notes changes, nothing ehr_features reads) reuses
+    ehr_features (issue 14, incremental re-runs); a change to a column it reads rebuilds it."""
+    from sql import build_cohort, build_ehr_features, build_staged
+    from tests.cohort_fixtures import SETTINGS, ts
+
+    b = RawBuilder()
+    hadm, stay = b.subject(10000001)
+    b.chart(10000001, stay, 220045, INTIME + H, 80)
+    b.lab(10000001, 50912, INTIME - H / 2, 2.0)
+    raw = b.write(tmp_path / "raw")
+    data = tmp_path / "data"
+    first = build_all(raw, data)
+    feats = pd.read_parquet(first["ehr_features"].path)
+    assert not pd.read_parquet(first["cohort"].path)["has_notes"].any()
+
+    b.note("radiology", "new-RR", 10000001, hadm, "RR", INTIME + H, INTIME + H)
+    b.write(raw)
+    build_staged("radiology", raw, data, SETTINGS)
+    cohort = build_cohort(raw, data, SETTINGS)
+    assert not cohort.reused and pd.read_parquet(cohort.path)["has_notes"].all()
+    again = build_ehr_features(data, SETTINGS)
+    assert again.reused and again.fingerprint == first["ehr_features"].fingerprint
+    pd.testing.assert_frame_equal(pd.read_parquet(again.path), feats)
+
+    # a column it reads (intime, via the stay's times) changes: rebuilt
+    b.rows["icustays"][0]["intime"] = ts(INTIME - 2 * H)
+    b.write(raw)
+    build_staged("icustays", raw, data, SETTINGS)
+    build_cohort(raw, data, SETTINGS)
+    assert not build_ehr_features(data, SETTINGS).reused
