@@ -88,6 +88,17 @@ def make_model_key(model_name: str, revision: str, settings: dict[str, Any] | No
     return f"{slug}-{digest}"
 
 
+def _vector_rows(column: pa.ChunkedArray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(`n x dim` float32 rows, whether each row has a vector) of a fixed-size-list column."""
+    arr = column.combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return np.zeros((0, dim), np.float32), np.zeros(0, bool)
+    values = arr.values.slice(arr.offset * dim, n * dim)  # a null row's slots are there too
+    rows = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, dim)
+    return rows, arr.is_valid().to_numpy(zero_copy_only=False)
+
+
 class EmbeddingCache:
     """Vectors of one (kind, model_key), stored as append-only Parquet shards."""
 
@@ -111,27 +122,29 @@ class EmbeddingCache:
         return out
 
     def lookup(self, keys: Iterable[str]) -> dict[str, tuple[bool, np.ndarray | None]]:
-        """`key -> (ok, vector or None)` for those of `keys` that are cached."""
+        """`key -> (ok, vector or None)` for those of `keys` that are cached.
+
+        Reads each shard's `key` column first and the vectors only of shards holding a
+        wanted key (a run's new shards are few beside the cache), and turns the vectors into
+        NumPy without going through Python floats (the same float32 values)."""
         wanted = set(keys)
         found: dict[str, tuple[bool, np.ndarray | None]] = {}
         if not wanted:
             return found
         value_set = pa.array(sorted(wanted), type=pa.string())
         for f in self.shard_files():
-            t = pq.read_table(f, columns=["key", "ok", "vector"])
-            t = t.filter(pc.is_in(t.column("key"), value_set=value_set))
-            if t.num_rows == 0:
+            shard = pq.ParquetFile(f)
+            mask = pc.is_in(shard.read(columns=["key"]).column("key"), value_set=value_set)
+            if not pc.any(mask).as_py():
                 continue
+            t = shard.read(columns=["key", "ok", "vector"]).filter(mask)
             ks = t.column("key").to_pylist()
             oks = t.column("ok").to_pylist()
-            vecs = t.column("vector").to_pylist()
-            for k, ok, v in zip(ks, oks, vecs, strict=True):
+            vecs, present = _vector_rows(t.column("vector"), self.dim)
+            for i, (k, ok) in enumerate(zip(ks, oks, strict=True)):
                 if k in found:  # duplicate from a concurrent run: first one wins
                     continue
-                found[k] = (
-                    bool(ok),
-                    np.asarray(v, dtype=np.float32) if (ok and v is not None) else None,
-                )
+                found[k] = (bool(ok), vecs[i] if (ok and present[i]) else None)
         return found
 
     # -- writing -------------------------------------------------------------------------

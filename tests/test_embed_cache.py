@@ -83,3 +83,58 @@ def test_model_key_changes_with_model_revision_and_settings() -> None:
     }
     assert base not in others and len(others) == 3
     assert sha256_text("a") != sha256_text("b")
+
+
+def test_cache_lookup_reads_vectors_only_of_shards_with_a_wanted_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that looks up a few new keys does not read the whole cache's vectors (issue 14,
+    incremental re-runs): a shard without a wanted key has only its `key` column read."""
+    c = EmbeddingCache(tmp_path, "cxr", "m", dim=4)
+    old = c.put("p10", [f"old{i}" for i in range(50)], [np.full(4, i, np.float32) for i in range(50)])
+    new = c.put("p11", ["new0", "new1"], [np.ones(4), None], [True, False])
+    assert old is not None and new is not None
+    reads: list[tuple[str, tuple[str, ...]]] = []
+    real_read_table, real_file = pq.read_table, pq.ParquetFile
+
+    def spy_read_table(source, *a, columns=None, **kw):  # type: ignore[no-untyped-def]
+        reads.append((Path(source).name, tuple(columns or ("*",))))
+        return real_read_table(source, *a, columns=columns, **kw)
+
+    class SpyFile(real_file):  # type: ignore[misc,valid-type]
+        def __init__(self, source, *a, **kw):  # type: ignore[no-untyped-def]
+            super().__init__(source, *a, **kw)
+            self.spy_name = Path(source).name
+
+        def read(self, *a, columns=None, **kw):  # type: ignore[no-untyped-def]
+            reads.append((self.spy_name, tuple(columns or ("*",))))
+            return super().read(*a, columns=columns, **kw)
+
+    monkeypatch.setattr(pq, "ParquetFile", SpyFile)
+    monkeypatch.setattr(pq, "read_table", spy_read_table)
+    got = c.lookup(["new0", "new1"])
+    assert set(got) == {"new0", "new1"} and got["new1"] == (False, None)
+    np.testing.assert_array_equal(got["new0"][1], np.ones(4, np.float32))
+    vector_reads = [name for name, cols in reads if "vector" in cols or "*" in cols]
+    assert vector_reads == [new.name], reads
+
+
+def test_cache_lookup_vectors_are_the_stored_float32(tmp_path: Path) -> None:
+    """The NumPy read of the vectors gives exactly the float32 values written, null rows
+    (failures) in between included, across shards and with the first shard winning."""
+    rng = np.random.default_rng(0)
+    c = EmbeddingCache(tmp_path, "notes", "m", dim=7)
+    keys = [f"k{i}" for i in range(40)]
+    vecs = [None if i % 5 == 3 else rng.standard_normal(7).astype(np.float32) for i in range(40)]
+    c.put("b00", keys[:25], vecs[:25])
+    c.put("b01", keys[25:], vecs[25:])
+    c.put("b02", keys[:3], [np.zeros(7)] * 3)  # later duplicates lose
+    got = c.lookup([*keys, "absent"])
+    assert set(got) == set(keys)
+    for k, v in zip(keys, vecs, strict=True):
+        ok, vec = got[k]
+        if v is None:
+            assert (ok, vec) == (False, None)
+        else:
+            assert ok and vec is not None and vec.dtype == np.float32
+            np.testing.assert_array_equal(vec, v)
