@@ -136,7 +136,19 @@ def run_incremental(
         "new_data_ratio_materialize_only": runs["new_1pct"]["materialize_s"] / first_m,
         "rerun_ratio_data_steps": data_step_s("unchanged") / first_d if first_d else None,
         "new_data_ratio_data_steps": data_step_s("new_1pct") / first_d if first_d else None,
+        **cpu_ratios(runs),
     }
+
+
+def cpu_ratios(runs: dict[str, Any]) -> dict[str, float | None]:
+    """The data-step ratios in CPU seconds (None for runs recorded without them)."""
+    first = data_step_cpu_s(runs["first"])
+    out: dict[str, float | None] = {}
+    for key, name in (("rerun_ratio_data_steps_cpu", "unchanged"),
+                      ("new_data_ratio_data_steps_cpu", "new_1pct")):  # fmt: skip
+        cpu = data_step_cpu_s(runs[name])
+        out[key] = cpu / first if (cpu is not None and first) else None
+    return out
 
 
 def is_head_step(step: str) -> bool:
@@ -144,23 +156,35 @@ def is_head_step(step: str) -> bool:
     return step.startswith(("moe_", "baselines_"))
 
 
+def data_step_cpu_s(run: dict[str, Any]) -> float | None:
+    """CPU seconds of the data steps of one run (None for runs recorded without them)."""
+    cpu = run.get("steps_cpu_s")
+    if cpu is None:
+        return None
+    return sum(v for k, v in cpu.items() if not is_head_step(k))
+
+
 def markdown(res: dict[str, Any]) -> str:
     runs = res["runs"]
     names = ["first", "unchanged", "new_1pct"]
+    has_cpu = all(runs[n].get("steps_cpu_s") is not None for n in names)
     lines = [
         f"Demo data: {res['stays']} stays; assets: {res['groups']}; 1% step added "
         f"{res['added']['new_notes']} notes (of {res['added']['notes_before']}) and "
         f"{res['added']['new_images']} images (of {res['added']['images_before']}).",
         "",
-        "| run | wall s (process) | materialize s | vs first (wall) | vs first (materialize) |",
-        "|---|---:|---:|---:|---:|",
+        "| run | wall s (process) | CPU s (process) | materialize s | vs first (wall) | "
+        "vs first (materialize) | load average at end |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for n in names:
         r = runs[n]
+        cpu = f"{r['cpu_s']:.1f}" if r.get("cpu_s") else "-"
+        load = "/".join(f"{x:.2f}" for x in r["loadavg_end"]) if r.get("loadavg_end") else "-"
         lines.append(
-            f"| {n} | {r['wall_s']:.1f} | {r['materialize_s']:.1f} | "
+            f"| {n} | {r['wall_s']:.1f} | {cpu} | {r['materialize_s']:.1f} | "
             f"{r['wall_s'] / runs['first']['wall_s']:.3f} | "
-            f"{r['materialize_s'] / runs['first']['materialize_s']:.3f} |"
+            f"{r['materialize_s'] / runs['first']['materialize_s']:.3f} | {load} |"
         )
     if res.get("new_data_ratio_data_steps") is not None:
         lines += [
@@ -170,9 +194,28 @@ def markdown(res: dict[str, Any]) -> str:
             f"not shrink with the size of the change): unchanged {res['rerun_ratio_data_steps']:.3f}"
             f", 1% new data {res['new_data_ratio_data_steps']:.3f} of the first run.",
         ]
+    if has_cpu:
+        first_cpu = data_step_cpu_s(runs["first"]) or float("nan")
+        ratios = {n: (data_step_cpu_s(runs[n]) or 0.0) / first_cpu for n in names[1:]}
+        lines += [
+            "",
+            "The same in CPU seconds of the data steps (user + system of the run's process, "
+            "sampled every 0.1 s between each step's start and end): unchanged "
+            f"{ratios['unchanged']:.3f}, 1% new data {ratios['new_1pct']:.3f} of the first run "
+            f"({first_cpu:.0f} CPU s).",
+        ]
     steps = sorted(runs["first"]["steps"], key=lambda k: -runs["first"]["steps"][k])
-    lines += ["", "| asset step | first s | unchanged s | new 1% s |", "|---|---:|---:|---:|"]
+    head = "| asset step | first s | unchanged s | new 1% s |"
+    rule = "|---|---:|---:|---:|"
+    if has_cpu:
+        head += " first CPU s | unchanged CPU s | new 1% CPU s |"
+        rule += "---:|---:|---:|"
+    lines += ["", head, rule]
     for s in steps:
         vals = [runs[n]["steps"].get(s, float("nan")) for n in names]
-        lines.append(f"| {s} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+        row = f"| {s} | " + " | ".join(f"{v:.2f}" for v in vals) + " |"
+        if has_cpu:
+            cpus = [runs[n]["steps_cpu_s"].get(s, float("nan")) for n in names]
+            row += " " + " | ".join(f"{v:.2f}" for v in cpus) + " |"
+        lines.append(row)
     return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""bench.incremental's report: the data-step ratios in step seconds and in CPU seconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import incremental
+
+
+def _run(steps: dict[str, float], cpu: dict[str, float] | None) -> dict[str, Any]:
+    run: dict[str, Any] = {"wall_s": sum(steps.values()) + 5, "materialize_s": sum(steps.values()),
+                           "steps": steps, "cpu_s": 1.0, "loadavg_end": (1.0, 2.0, 3.0)}  # fmt: skip
+    if cpu is not None:
+        run["steps_cpu_s"] = cpu
+    return run
+
+
+def test_cpu_ratios_leave_out_the_heads_and_show_in_the_table() -> None:
+    runs = {
+        "first": _run({"note_embeddings": 80, "cohort": 20, "moe_mortality": 50},
+                      {"note_embeddings": 150, "cohort": 50, "moe_mortality": 90}),
+        "unchanged": _run({"note_embeddings": 1, "cohort": 1, "moe_mortality": 0},
+                          {"note_embeddings": 2, "cohort": 2, "moe_mortality": 0}),
+        "new_1pct": _run({"note_embeddings": 4, "cohort": 1, "moe_mortality": 40},
+                         {"note_embeddings": 8, "cohort": 2, "moe_mortality": 80}),
+    }  # fmt: skip
+    ratios = incremental.cpu_ratios(runs)
+    assert ratios == {"rerun_ratio_data_steps_cpu": 4 / 200, "new_data_ratio_data_steps_cpu": 10 / 200}
+    res = {"stays": 10, "groups": "all", "runs": runs, "rerun_ratio_data_steps": 0.02,
+           "new_data_ratio_data_steps": 0.05,
+           "added": {"new_notes": 1, "notes_before": 100, "new_images": 1, "images_before": 90}}  # fmt: skip
+    md = incremental.markdown(res)
+    assert "1% new data 0.050 of the first run (200 CPU s)" in md
+    assert "| note_embeddings | 80.00 | 1.00 | 4.00 | 150.00 | 2.00 | 8.00 |" in md
+    assert "1.00/2.00/3.00" in md
+
+
+def test_runs_without_cpu_seconds_keep_the_old_table() -> None:
+    runs = {n: _run({"cohort": 2.0}, None) for n in ("first", "unchanged", "new_1pct")}
+    assert incremental.cpu_ratios(runs) == {
+        "rerun_ratio_data_steps_cpu": None,
+        "new_data_ratio_data_steps_cpu": None,
+    }
+    res = {"stays": 10, "groups": "all", "runs": runs,
+           "added": {"new_notes": 1, "notes_before": 100, "new_images": 1, "images_before": 90}}  # fmt: skip
+    assert "| cohort | 2.00 | 2.00 | 2.00 |" in incremental.markdown(res)
+
+
+def test_cpu_sampler_reads_a_steps_cpu_seconds_between_its_times() -> None:
+    import time
+
+    from bench.pipeline_run import CpuSampler
+
+    with CpuSampler(every=0.02) as sampler:
+        time.sleep(0.1)
+        start = time.time()
+        t0 = time.process_time()
+        while time.process_time() - t0 < 0.3:  # a busy step
+            pass
+        end = time.time()
+        time.sleep(0.1)
+    assert 0.2 <= sampler.at(end) - sampler.at(start) <= 0.5
+    assert sampler.at(start) - sampler.at(start - 0.05) < 0.05  # idle before it
