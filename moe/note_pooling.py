@@ -147,14 +147,19 @@ def pool_notes_per_stay(
     out_vecs: list[np.ndarray] = []
     if len(rows):
         rows = rows[rows["key"].map(lambda k: k in found and found[k][0])]
-        hours = (rows["prediction_time"] - rows["charttime"]).dt.total_seconds() / 3600
-        rows = rows.assign(age_hours=hours)
-        for stay_id, g in rows.groupby("stay_id", sort=True):
-            g = g.drop_duplicates("note_id")
-            vecs = np.stack([found[k][1] for k in g["key"]])  # type: ignore[misc]
-            out_ids.append(int(stay_id))  # type: ignore[arg-type,call-overload]
-            out_n.append(len(g))
-            out_vecs.append(recency_weighted_mean(vecs, g["age_hours"].to_numpy(), half_life_hours))
+    if len(rows):
+        # per stay (ascending), its notes in the order given, each note once: the groups of
+        # `groupby("stay_id")` with `drop_duplicates("note_id")` each, in one frame (a pandas
+        # group per stay cost ~3 CPU s at 20,000 stays, in every run)
+        rows = rows.drop_duplicates(["stay_id", "note_id"]).sort_values("stay_id", kind="stable")
+        ages = ((rows["prediction_time"] - rows["charttime"]).dt.total_seconds() / 3600).to_numpy()
+        vecs = np.stack([found[k][1] for k in rows["key"]])  # type: ignore[misc]
+        stays = rows["stay_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, stays[1:] != stays[:-1]])
+        for a, b in zip(starts, np.r_[starts[1:], len(stays)], strict=True):
+            out_ids.append(int(stays[a]))
+            out_n.append(int(b - a))
+            out_vecs.append(recency_weighted_mean(vecs[a:b], ages[a:b], half_life_hours))
     return pa.table(
         {
             "stay_id": pa.array(out_ids, type=pa.int64()),

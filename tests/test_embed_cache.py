@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -138,3 +139,49 @@ def test_cache_lookup_vectors_are_the_stored_float32(tmp_path: Path) -> None:
         else:
             assert ok and vec is not None and vec.dtype == np.float32
             np.testing.assert_array_equal(vec, v)
+
+
+def _pool_reference(rows: pd.DataFrame, cache: EmbeddingCache, half_life: float) -> pa.Table:
+    """pool_notes_per_stay as it was: a pandas group per stay (the exactness reference)."""
+    from moe.dataset import vector_column
+    from moe.text_encoder import recency_weighted_mean
+
+    found = cache.lookup(rows["key"].dropna().unique().tolist())
+    rows = rows[rows["key"].map(lambda k: k in found and found[k][0])]
+    hours = (rows["prediction_time"] - rows["charttime"]).dt.total_seconds() / 3600
+    rows = rows.assign(age_hours=hours)
+    ids, ns, vecs = [], [], []
+    for stay_id, g in rows.groupby("stay_id", sort=True):
+        g = g.drop_duplicates("note_id")
+        ids.append(int(stay_id))
+        ns.append(len(g))
+        v = np.stack([found[k][1] for k in g["key"]])
+        vecs.append(recency_weighted_mean(v, g["age_hours"].to_numpy(), half_life))
+    return pa.table({"stay_id": pa.array(ids, type=pa.int64()),
+                     "n_notes": pa.array(ns, type=pa.int32()), "vector": vector_column(vecs)})  # fmt: skip
+
+
+def test_note_pooling_is_bit_identical_to_a_group_per_stay(tmp_path: Path) -> None:
+    """The stay vectors (the models' input, whose bytes decide whether heads refit) are the
+    same bits as pooling one pandas group per stay: unsorted stays, a note listed twice, a
+    failed note, a stay of 20 notes (numpy's pairwise sums start at 8)."""
+    from moe.note_pooling import pool_notes_per_stay
+
+    rng = np.random.default_rng(1)
+    cache = EmbeddingCache(tmp_path, "notes", "m", dim=16)
+    n = 400
+    keys = [f"k{i}" for i in range(n)]
+    cache.put("b00", keys, [None if i % 37 == 5 else rng.standard_normal(16) for i in range(n)])
+    t0 = pd.Timestamp("2150-01-01")
+    stays = np.r_[rng.integers(0, 120, n - 20), np.full(20, 999)]
+    rows = pd.DataFrame({
+        "stay_id": stays, "note_id": [f"n{i}" for i in range(n)], "key": keys,
+        "charttime": t0 + pd.to_timedelta(rng.integers(0, 2000, n), unit="h"),
+        "prediction_time": t0 + pd.Timedelta(hours=2500),
+    })  # fmt: skip
+    rows = pd.concat([rows, rows.iloc[[3, 50]]], ignore_index=True).sample(frac=1, random_state=0)
+    got = pool_notes_per_stay(rows, cache, 720.0)
+    want = _pool_reference(rows, cache, 720.0)
+    assert got.num_rows == want.num_rows == len(set(stays))
+    assert got.equals(want)
+    assert pd.Series(got.column("stay_id").to_pylist()).is_monotonic_increasing
