@@ -38,6 +38,7 @@ __all__ = [
     "default_cache_dir",
     "ensure_export",
     "export_path",
+    "int64_inputs",
     "onnx_available",
 ]
 
@@ -157,6 +158,17 @@ def ensure_export(
     return target
 
 
+def int64_inputs(features: dict[str, Any], names: list[str]) -> dict[str, np.ndarray]:
+    """The exported graph's inputs (`names`) from a tokenised batch (torch tensors or
+    arrays), as the int64 arrays both runtimes take (the onnx and openvino backends)."""
+    out = {}
+    for name in names:
+        value = features[name]
+        arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        out[name] = arr.astype(np.int64, copy=False)
+    return out
+
+
 class OnnxSentenceModel:
     """An ONNX Runtime session over an exported sentence-transformers stack (CPU)."""
 
@@ -176,10 +188,5 @@ class OnnxSentenceModel:
 
     def run(self, features: dict[str, Any]) -> np.ndarray:
         """Embeddings (n, dim) float32 for one tokenised batch (torch tensors or arrays)."""
-        feed = {}
-        for name in self.inputs:
-            value = features[name]
-            arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-            feed[name] = arr.astype(np.int64, copy=False)
-        (out,) = self.session.run(["sentence_embedding"], feed)
+        (out,) = self.session.run(["sentence_embedding"], int64_inputs(features, self.inputs))
         return np.asarray(out, dtype=np.float32)

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from moe.onnx_backend import int64_inputs
+
 __all__ = [
     "PRECISIONS",
     "OpenVinoSentenceModel",
@@ -138,11 +140,7 @@ class OpenVinoSentenceModel:
 
     def run(self, features: dict[str, Any]) -> np.ndarray:
         """Embeddings (n, dim) float32 for one tokenised batch (torch tensors or arrays)."""
-        arrays = {}
-        for name in self.inputs:
-            value = features[name]
-            arr = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-            arrays[name] = arr.astype(np.int64, copy=False)
+        arrays = int64_inputs(features, self.inputs)
         n = len(arrays[self.inputs[0]])
         mask = arrays.get("attention_mask")
         self._parts = {}
