@@ -16,6 +16,7 @@ pyarrow read of a raw file goes through it (`sql.runner`).
 from __future__ import annotations
 
 import codecs
+import errno
 import gzip
 import re
 import zlib
@@ -103,11 +104,19 @@ def writable(folder: Path) -> None:
     raise problem from None
 
 
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT})
+
+
 def _write_failed(err: BaseException) -> bool:
+    """A failed write of ours: DuckDB's words, an OS errno, or pyarrow's (the streamed read's
+    scratch files: "Error writing bytes to file ... [errno 27] File too large")."""
+    if not isinstance(err, OSError | duckdb.IOException):
+        return False
+    if isinstance(err, OSError) and err.errno in _WRITE_ERRNOS:
+        return True
     text = str(err).lower()
-    return isinstance(err, OSError | duckdb.IOException) and any(
-        s in text for s in ("no space left", "could not write", "read-only file system")
-    )
+    return any(s in text for s in ("no space left", "could not write", "read-only file system",
+                                   "error writing bytes", "file too large", "quota exceeded"))
 
 
 def read_error(path: Path, err: BaseException) -> Exception:
