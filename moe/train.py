@@ -226,15 +226,24 @@ M = TypeVar("M", bound=nn.Module)
 def predict_module(
     module: nn.Module, a: Arrays, device: torch.device, batch: int = 8192, key: str = "logits"
 ) -> np.ndarray:
+    return predict_outputs(module, a, device, (key,), batch)[key]
+
+
+@torch.no_grad()
+def predict_outputs(
+    module: nn.Module, a: Arrays, device: torch.device, keys: tuple[str, ...],
+    batch: int = 8192,
+) -> dict[str, np.ndarray]:
+    """The module's outputs `keys` for every row of `a`, from one forward pass per batch."""
     module.eval()
     x, mask = to_tensors(a, device)
-    outs = []
+    outs: dict[str, list[Tensor]] = {k: [] for k in keys}
     for s in range(0, len(a), batch):
         sl = slice(s, s + batch)
-        outs.append(module({m: v[sl] for m, v in x.items()}, mask[sl])[key].float().cpu())
-    if not outs:
-        return np.zeros((0,), np.float32)
-    return torch.cat(outs).numpy()
+        out = module({m: v[sl] for m, v in x.items()}, mask[sl])
+        for k in keys:
+            outs[k].append(out[k].float().cpu())
+    return {k: torch.cat(v).numpy() if v else np.zeros((0,), np.float32) for k, v in outs.items()}
 
 
 class _WeightAverage:
@@ -500,8 +509,8 @@ def choose_linear_weight(module: MoEEnsemble, va: Arrays) -> tuple[float, dict[s
     if va.y is None or min((va.y == 1).sum(), (va.y == 0).sum()) < 10:
         return default, {}
     device = next(module.parameters()).device
-    neural = predict_module(module, va, device, key="neural").astype(np.float64)
-    linear = predict_module(module, va, device, key="linear").astype(np.float64)
+    parts = predict_outputs(module, va, device, ("neural", "linear"))
+    neural, linear = (parts[k].astype(np.float64) for k in ("neural", "linear"))
     y = va.y.astype(np.float64)
     losses: dict[str, float] = {}
     for w in LINEAR_WEIGHT_GRID:
