@@ -155,7 +155,7 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
     return out
 
 
-def _note_variants() -> dict[str, tuple[str, str]]:
+def note_variants() -> dict[str, tuple[str, str]]:
     """name -> (backend, precision) of every note backend installed here: torch, onnx fp32,
     openvino fp32 and (on a CPU with native bf16) openvino bf16."""
     from moe.onnx_backend import onnx_available
@@ -172,7 +172,7 @@ def _note_variants() -> dict[str, tuple[str, str]]:
 
 
 def _note_backends(texts: list[str], cache_root: Path, log, loaded: Any = None) -> dict[str, Any]:
-    """The asset path of every note backend installed (`_note_variants`) on the same notes,
+    """The asset path of every note backend installed (`note_variants`) on the same notes,
     interleaved (torch, onnx, openvino, openvino_bf16, torch, ...), fastest of
     `BACKEND_REPEATS` each; per backend notes/s, the CPU seconds (this process, all threads)
     of that run, speedup and minimum cosine vs torch. `default`: the one `backend="auto"`
@@ -182,7 +182,7 @@ def _note_backends(texts: list[str], cache_root: Path, log, loaded: Any = None) 
     from moe.embedding_cache import EmbeddingCache
     from moe.text_encoder import TextEncoder, fill_note_cache
 
-    variants = _note_variants()
+    variants = note_variants()
     for b in ("onnx", "openvino"):
         if b not in variants:
             log(f"    note backend {b}: not installed, skipped")

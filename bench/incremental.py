@@ -196,12 +196,13 @@ def markdown(res: dict[str, Any]) -> str:
         ]
     if has_cpu:
         first_cpu = data_step_cpu_s(runs["first"]) or float("nan")
-        ratios = {n: (data_step_cpu_s(runs[n]) or 0.0) / first_cpu for n in names[1:]}
+        ratios = cpu_ratios(runs)
         lines += [
             "",
             "The same in CPU seconds of the data steps (user + system of the run's process, "
             "sampled every 0.1 s between each step's start and end): unchanged "
-            f"{ratios['unchanged']:.3f}, 1% new data {ratios['new_1pct']:.3f} of the first run "
+            f"{ratios['rerun_ratio_data_steps_cpu'] or 0.0:.3f}, 1% new data "
+            f"{ratios['new_data_ratio_data_steps_cpu'] or 0.0:.3f} of the first run "
             f"({first_cpu:.0f} CPU s).",
         ]
     steps = sorted(runs["first"]["steps"], key=lambda k: -runs["first"]["steps"][k])

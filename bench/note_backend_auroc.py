@@ -6,9 +6,9 @@ vectors against torch's, on the same synthetic demo, tasks and splits.
 The graph up to `multimodal_dataset` is built once on the synthetic demo (`--seed` is the
 generator's seed and the fit's) with the default note settings (`bench.quality.materialize`,
 the Dagster CLI). Then, in this process, the stays' note vectors are made again with each
-backend installed (torch, onnx fp32, openvino fp32 and, on a CPU with native bf16,
-openvino bf16) exactly as the `note_embeddings` asset makes them (`NoteWork.per_stay`;
-the default backend finds its notes cached by the build, and its vectors must equal the
+backend installed (`bench.embeddings.note_variants`: torch, onnx fp32, openvino fp32
+and, on a CPU with native bf16, openvino bf16) exactly as the `note_embeddings` asset
+makes them (`NoteWork.per_stay`; the default backend finds its notes cached by the build, and its vectors must equal the
 pipeline's), the dataset is assembled from each with the same cohort, EHR and X-ray
 inputs (`dataset.assemble_dataset`, the asset's code), and `moe.fit` (default config) is
 fitted on each. Controls: torch's vectors plus a random perturbation as large as bf16's
@@ -95,13 +95,13 @@ def _noised(torch_path: Path, like_path: Path, out: Path, seed: int) -> None:
 
 def run(workdir: Path, stays: int, seed: int, threads: int) -> dict[str, Any]:
     import pandas as pd
-    from sklearn.metrics import roc_auc_score
 
     import moe
+    from bench.embeddings import note_variants
     from bench.quality import materialize
     from moe import dataset
     from moe.api import predictions
-    from moe.openvino_backend import bf16_supported
+    from moe.metrics import auroc as test_auroc
     from moe.text_encoder import TextEncoder
     from plumbing.reuse import parquet_stats
     from plumbing.settings import ProjectPaths
@@ -114,11 +114,8 @@ def run(workdir: Path, stays: int, seed: int, threads: int) -> dict[str, Any]:
     cohort = pd.read_parquet(paths.table("cohort"))
     labels = built_task_names(parquet_stats(paths.table("cohort")))
     res: dict[str, Any] = {"stays": stays, "seed": seed, "vectors": {}}
-    # name -> (backend, precision): the backends and precisions there are on this CPU
-    variants = {"torch": ("torch", "auto"), "onnx": ("onnx", "auto"),
-                "openvino_fp32": ("openvino", "fp32")}  # fmt: skip
-    if bf16_supported():
-        variants["openvino_bf16"] = ("openvino", "bf16")
+    # name -> (backend, precision): the backends and precisions installed on this CPU
+    variants = note_variants()
     paths_of: dict[str, Path] = {}
     for name, (backend, precision) in variants.items():
         out = workdir / f"note_embeddings_{name}_{stays}_{seed}.parquet"
@@ -153,7 +150,7 @@ def run(workdir: Path, stays: int, seed: int, threads: int) -> dict[str, Any]:
             cfg = {"seed": fit_seed, "device": "cpu", "threads": threads}
             pred = predictions(moe.fit(table, task, cfg), table, task)
             test = pred[pred.split == "test"]
-            auroc[name] = float(roc_auc_score(test.y_true, test.y_prob))
+            auroc[name] = float(test_auroc(test.y_true, test.y_prob))
             print(f"{task} {name}: test AUROC {auroc[name]:.4f} "
                   f"({time.perf_counter() - t0:.0f} s, {len(test)} test stays)", flush=True)  # fmt: skip
         res["tasks"][task] = {"auroc": auroc, "n_test": int(len(test))} | {
