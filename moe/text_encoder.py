@@ -321,9 +321,8 @@ class TextEncoder(LazyModel):
         self._model: Any = None
         self._tokenizer: Any = None
         # the onnx and openvino backends need the model's tokenizer only (the graph holds
-        # the rest), so
-        # they load that alone when the folder allows (`plain_tokenizer_folder`): a fraction
-        # of the SentenceTransformer build (torch model, weights)
+        # the rest), so they load that alone when the folder allows
+        # (`plain_tokenizer_folder`): a fraction of the SentenceTransformer build
         self._tokenizer_folder = plain_tokenizer_folder(path) if self.backend in EXPORTED else None
         # read the key's ingredients from the folder's config files when they tell them, so
         # that a run whose notes are all cached never loads the model (~7 s of imports)
@@ -385,8 +384,6 @@ class TextEncoder(LazyModel):
 
                 self._runtime = OnnxSentenceModel(path)
         return self._runtime
-
-    onnx = runtime  # the name of the onnx backend's session before openvino joined
 
     @property
     def loaded(self) -> bool:

@@ -13,8 +13,9 @@ Three readers, chosen by `MOE_STAGING_READER` (`reader()`):
   writing thread while the next piece is tokenised (`sql.fast_typing`: the same casts,
   item-id filter, rejection reasons and unparsed columns, exactly; the statement's
   per-piece cost in DuckDB was most of the gap to Polars). Its rows go, as they are, into
-  one scratch Parquet file per piece, in file order. A piece with a value `sql.fast_typing` cannot decide (rare: none in real MIMIC
-  files) goes through DuckDB and the unchanged statement instead. That one inflate
+  one scratch Parquet file per piece, in file order. A piece with a value
+  `sql.fast_typing` cannot decide goes through DuckDB and the unchanged statement
+  instead. That one inflate
   is also the whole-file gzip integrity check (ISA-L verifies every member's CRC and
   length, and a stream that stops before its end-of-stream marker is refused), and it
   ends before the output can be replaced, because the last piece is only handed over
@@ -28,9 +29,9 @@ With every reader the staging statement (or its exact Polars equivalent) sees th
 candidate rows in the same order, so the typing, item-id filter, rejection reasons and
 counts are the statement's, and the staged Parquet is byte-identical between readers and
 between runs (the connection preserves insertion order; each piece's scratch file is one
-row group, as DuckDB writes it, so the final write groups the rows as before). When Polars cannot read a file (bad UTF-8, ragged rows, a
-header it sees differently), the staging falls back to DuckDB's own reader, whose error
-(or result) is today's. Everything else stays as it is (`sql.build.build_staged`): the
+row group, as DuckDB writes it, so the final write groups the rows as before). When
+Polars cannot read a file (bad UTF-8, ragged rows, a header it sees differently), the
+staging falls back to DuckDB's own reader, whose error (or result) is today's. Everything else stays as it is (`sql.build.build_staged`): the
 write is atomic and the fingerprint is the same.
 """
 
