@@ -249,7 +249,8 @@ def ov_encoders(model_cache: Path) -> dict[str, TextEncoder]:
 # the equivalence bar is cosine >= 0.99 per note; fp32 reaches 1e-6 of torch, bf16 0.9999
 @pytest.mark.parametrize("precision, floor", [("fp32", 0.99999), ("bf16", 0.999)])
 def test_openvino_backend_matches_torch_vectors(
-    torch_enc: TextEncoder, ov_encoders: dict[str, TextEncoder], precision: str, floor: float
+    torch_enc: TextEncoder, ov_encoders: dict[str, TextEncoder], precision: str, floor: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if precision not in ov_encoders:
         pytest.skip("this CPU has no native bf16")
@@ -258,13 +259,17 @@ def test_openvino_backend_matches_torch_vectors(
     got = enc.embed_notes(NOTES + AWKWARD)
     assert got.shape == ref.shape == (len(NOTES + AWKWARD), 384)
     assert _cos(got, ref).min() >= floor
-    # split across the streams: the same vectors as one request per batch
+    # split into requests of 1 row (no pads at all) or one request per batch (pads to the
+    # batch's longest row): the same vectors as the default parts
     one = enc.runtime
-    streams, one.streams = one.streams, 1
-    try:
-        np.testing.assert_allclose(enc.embed_notes(NOTES + AWKWARD), got, rtol=0, atol=1e-5)
-    finally:
-        one.streams = streams
+    streams = one.streams
+    for rows, n_streams in ((1, streams), (10_000, 1)):
+        monkeypatch.setattr(ovb, "PART_ROWS", rows)
+        one.streams = n_streams
+        try:
+            np.testing.assert_allclose(enc.embed_notes(NOTES + AWKWARD), got, rtol=0, atol=1e-5)
+        finally:
+            one.streams = streams
     # the compiled model runs in the precision the key says; no SentenceTransformer built
     # once the export is on disk (the module's first test may have made it)
     assert enc.runtime.precision == precision and enc.device_used.endswith(f"{precision})")
