@@ -249,7 +249,10 @@ def ov_encoders(model_cache: Path) -> dict[str, TextEncoder]:
 # the equivalence bar is cosine >= 0.99 per note; fp32 reaches 1e-6 of torch, bf16 0.9999
 @pytest.mark.parametrize("precision, floor", [("fp32", 0.99999), ("bf16", 0.999)])
 def test_openvino_backend_matches_torch_vectors(
-    torch_enc: TextEncoder, ov_encoders: dict[str, TextEncoder], precision: str, floor: float,
+    torch_enc: TextEncoder,
+    ov_encoders: dict[str, TextEncoder],
+    precision: str,
+    floor: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if precision not in ov_encoders:
