@@ -100,6 +100,14 @@ MoETrainConfig = config_from(
             "log-loss of the Platt-scaled blend, weights 0, 0.125, ..., 1; linear_weight is the "
             "fallback); 'fixed': use linear_weight."
         ),
+        "proj_dim_choice": About(
+            "'fixed': use proj_dim; 'validation': fit the first MoE once per width in "
+            "proj_dim_candidates and keep the width with the least Platt-scaled validation "
+            "log-loss (MoE only; the baselines keep proj_dim)."
+        ),
+        "proj_dim_candidates": About(
+            "Widths proj_dim_choice 'validation' tries (0: no projection).", ge=0
+        ),
         "seed": About("Seed for init, batches and dropout.", ge=0),
         "device": About("'auto' (CUDA when present), 'cpu', 'cuda'."),
         "threads": About("torch CPU threads while fitting (0: torch default).", ge=0),

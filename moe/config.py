@@ -106,6 +106,14 @@ class TrainConfig:
     # "validation" chooses it on the validation stays (`moe.train.choose_linear_weight`: the
     # Platt-scaled blend's log-loss over LINEAR_WEIGHT_GRID); "fixed" uses `linear_weight`
     linear_weight_choice: str = "validation"
+    # how the input projection width `proj_dim` is set: "fixed" uses it; "validation" fits
+    # the first ensemble member once per width in `proj_dim_candidates` and keeps the width
+    # whose Platt-scaled validation log-loss is least (one more member fit per extra width).
+    # Opt-in: the families' defaults (16) were chosen on validation splits of data whose
+    # signal lives in a few directions; notes-driven tasks may want more (bench/VAL_SWEEP.txt
+    # step 8)
+    proj_dim_choice: str = "fixed"
+    proj_dim_candidates: tuple[int, ...] = (16, 64)
     seed: int = 0
     # where it runs
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
@@ -122,6 +130,11 @@ class TrainConfig:
             raise ValueError("calibration must be 'platt' or 'none'")
         if self.linear_weight_choice not in ("validation", "fixed"):
             raise ValueError("linear_weight_choice must be 'validation' or 'fixed'")
+        if self.proj_dim_choice not in ("validation", "fixed"):
+            raise ValueError("proj_dim_choice must be 'validation' or 'fixed'")
+        self.proj_dim_candidates = tuple(int(p) for p in self.proj_dim_candidates)
+        if not self.proj_dim_candidates or min(self.proj_dim_candidates) < 0:
+            raise ValueError("proj_dim_candidates must be one or more widths >= 0")
 
 
 TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))

@@ -456,12 +456,17 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
     assert tr.y is not None
     with torch_threads(cfg.threads):
         module: MoE | MoEEnsemble
+        first: tuple[MoE, dict[str, Any]] | None = None
+        proj_choice: dict[str, Any] | None = None
+        if cfg.proj_dim_choice == "validation":
+            cfg, first, proj_choice = choose_proj_dim(a.dims(), tr, va, cfg)
         if _single_moe(cfg):
-            module, hist = _fit_one(a.dims(), tr, va, cfg)
+            module, hist = first or _fit_one(a.dims(), tr, va, cfg)
         else:
             members, hists = [], []
             for i in range(cfg.ensemble):
-                m, h = _fit_one(a.dims(), tr, va, cfg.replace(seed=cfg.seed + i))
+                m, h = (first if i == 0 and first is not None
+                        else _fit_one(a.dims(), tr, va, cfg.replace(seed=cfg.seed + i)))
                 members.append(m)
                 hists.append(h)
             hist = {
@@ -482,6 +487,8 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
                 w, losses = choose_linear_weight(module, va)
                 module.linear_weight.fill_(w)
                 hist["linear"].update(weight=w, val_log_loss=losses)
+        if proj_choice is not None:
+            hist["proj_dim"] = proj_choice
         calibration = IDENTITY
         if cfg.calibration == "platt" and va.y is not None and len(va):
             device = next(module.parameters()).device
@@ -490,6 +497,41 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
 
 
 LINEAR_WEIGHT_GRID = tuple(i / 8 for i in range(9))  # 0, 0.125, ..., 1
+
+
+def platt_log_loss(z: np.ndarray, y: np.ndarray) -> float:
+    """Log-loss of the logits `z` after Platt scaling on the same rows (how well they rank
+    and separate, whatever their scale): the score of the fit's validation choices."""
+    z, y = z.astype(np.float64), y.astype(np.float64)
+    a, b = platt_scaling(z, y)
+    p = np.clip(1 / (1 + np.exp(-(a * z + b))), 1e-7, 1 - 1e-7)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def choose_proj_dim(
+    dims: dict[str, int], tr: Arrays, va: Arrays, cfg: MoEConfig
+) -> tuple[MoEConfig, tuple[MoE, dict[str, Any]] | None, dict[str, Any] | None]:
+    """(`cfg` with the chosen `proj_dim`, the first member fitted at it, the choice for the
+    history): the first member (seed `cfg.seed`) fitted once per width in
+    `proj_dim_candidates`, scored by `platt_log_loss` on the validation stays (ties: the
+    earlier candidate). `cfg` unchanged, and nothing fitted, when the validation stays
+    cannot decide (no labels, or under 10 of a class).
+
+    Why: the width that suits the suite families (16: their signal lives in a few
+    directions) cost a notes-driven task 0.014 validation AUROC on the project's generator
+    against 64 (bench/VAL_SWEEP.txt step 8); real embeddings may differ again."""
+    if va.y is None or min((va.y == 1).sum(), (va.y == 0).sum()) < 10:
+        return cfg, None, None
+    device = torch.device(resolve_device(cfg.device))
+    fits: dict[int, tuple[MoE, dict[str, Any]]] = {}
+    losses: dict[str, float] = {}
+    for p in dict.fromkeys(cfg.proj_dim_candidates):
+        m, h = _fit_one(dims, tr, va, cfg.replace(proj_dim=p))
+        fits[p] = (m, h)
+        losses[str(p)] = platt_log_loss(predict_module(m, va, device), va.y)
+    least = min(losses.values())
+    best = next(int(k) for k in losses if losses[k] <= least + 1e-9)
+    return cfg.replace(proj_dim=best), fits[best], {"chosen": best, "val_log_loss": losses}
 
 
 @torch.no_grad()
@@ -511,13 +553,8 @@ def choose_linear_weight(module: MoEEnsemble, va: Arrays) -> tuple[float, dict[s
     device = next(module.parameters()).device
     parts = predict_outputs(module, va, device, ("neural", "linear"))
     neural, linear = (parts[k].astype(np.float64) for k in ("neural", "linear"))
-    y = va.y.astype(np.float64)
-    losses: dict[str, float] = {}
-    for w in LINEAR_WEIGHT_GRID:
-        z = (1 - w) * neural + w * linear
-        a, b = platt_scaling(z, y)
-        p = np.clip(1 / (1 + np.exp(-(a * z + b))), 1e-7, 1 - 1e-7)
-        losses[f"{w:g}"] = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    losses = {f"{w:g}": platt_log_loss((1 - w) * neural + w * linear, va.y)
+              for w in LINEAR_WEIGHT_GRID}
     least = min(losses.values())
     best = next(k for k in losses if losses[k] <= least + 1e-6)  # ties: the smaller weight
     return float(best), losses
