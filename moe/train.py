@@ -499,6 +499,18 @@ def fit_moe(table: Table | Arrays, task: str, config: MoEConfig | None = None) -
 LINEAR_WEIGHT_GRID = tuple(i / 8 for i in range(9))  # 0, 0.125, ..., 1
 
 
+def _val_decides(va: Arrays) -> bool:
+    """Whether the validation stays can decide a choice: labels, and 10 or more of each
+    class (what `platt_scaling` needs to fit)."""
+    return va.y is not None and min((va.y == 1).sum(), (va.y == 0).sum()) >= 10
+
+
+def _first_least(losses: dict[str, float], tol: float) -> str:
+    """The first key whose loss is within `tol` of the least (ties: the earlier candidate)."""
+    least = min(losses.values())
+    return next(k for k in losses if losses[k] <= least + tol)
+
+
 def platt_log_loss(z: np.ndarray, y: np.ndarray) -> float:
     """Log-loss of the logits `z` after Platt scaling on the same rows (how well they rank
     and separate, whatever their scale): the score of the fit's validation choices."""
@@ -520,8 +532,9 @@ def choose_proj_dim(
     Why: the width that suits the suite families (16: their signal lives in a few
     directions) cost a notes-driven task 0.014 validation AUROC on the project's generator
     against 64 (bench/VAL_SWEEP.txt step 8); real embeddings may differ again."""
-    if va.y is None or min((va.y == 1).sum(), (va.y == 0).sum()) < 10:
+    if not _val_decides(va):
         return cfg, None, None
+    assert va.y is not None
     device = torch.device(resolve_device(cfg.device))
     fits: dict[int, tuple[MoE, dict[str, Any]]] = {}
     losses: dict[str, float] = {}
@@ -529,8 +542,7 @@ def choose_proj_dim(
         m, h = _fit_one(dims, tr, va, cfg.replace(proj_dim=p))
         fits[p] = (m, h)
         losses[str(p)] = platt_log_loss(predict_module(m, va, device), va.y)
-    least = min(losses.values())
-    best = next(int(k) for k in losses if losses[k] <= least + 1e-9)
+    best = int(_first_least(losses, 1e-9))
     return cfg.replace(proj_dim=best), fits[best], {"chosen": best, "val_log_loss": losses}
 
 
@@ -548,16 +560,15 @@ def choose_linear_weight(module: MoEEnsemble, va: Arrays) -> tuple[float, dict[s
     fusion MLP). Two Platt parameters and one weight are fitted on the validation stays, which
     early stopping also reads; the test split is never seen (bench/VAL_SWEEP.txt step 6)."""
     default = float(module.linear_weight)
-    if va.y is None or min((va.y == 1).sum(), (va.y == 0).sum()) < 10:
+    if not _val_decides(va):
         return default, {}
+    assert va.y is not None
     device = next(module.parameters()).device
     parts = predict_outputs(module, va, device, ("neural", "linear"))
     neural, linear = (parts[k].astype(np.float64) for k in ("neural", "linear"))
     losses = {f"{w:g}": platt_log_loss((1 - w) * neural + w * linear, va.y)
               for w in LINEAR_WEIGHT_GRID}
-    least = min(losses.values())
-    best = next(k for k in losses if losses[k] <= least + 1e-6)  # ties: the smaller weight
-    return float(best), losses
+    return float(_first_least(losses, 1e-6)), losses  # ties: the smaller weight
 
 
 def _single_moe(cfg: MoEConfig) -> bool:
