@@ -151,8 +151,9 @@ class OpenVinoSentenceModel:
         self._parts = {}
         rows = max(1, min(PART_ROWS, -(-n // self.streams)))
         parts = [np.arange(start, min(start + rows, n)) for start in range(0, n, rows)]
+        full = arrays[self.inputs[0]].shape[1]
         for i, idx in enumerate(parts):
-            width = arrays[self.inputs[0]].shape[1]
+            width = full
             used = np.flatnonzero(mask[idx].any(axis=0)) if mask is not None else np.empty(0)
             if len(used):  # up to the part's last unmasked column
                 width = int(used[-1]) + 1
