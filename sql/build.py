@@ -391,9 +391,7 @@ def build_ehr_features(
 
     def query(con: duckdb.DuckDBPyConnection) -> str:
         # the cohort with only the columns the key covers (a statement reading another fails)
-        cols = ", ".join(EHR_COHORT_COLUMNS)
-        path = str(cohort_path).replace("'", "''")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW cohort AS SELECT {cols} FROM read_parquet('{path}')")
+        parquet_view(con, "cohort", cohort_path, EHR_COHORT_COLUMNS)
         con.execute("CREATE OR REPLACE TEMP VIEW cohort_stays AS SELECT * FROM cohort")
         sql_view(con, "features/ehr_events")
         return load_sql("features/ehr_features", feature_columns=feature_columns_sql())

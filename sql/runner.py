@@ -17,7 +17,7 @@ import hashlib
 import io
 import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -269,14 +269,18 @@ def raw_view(con: duckdb.DuckDBPyConnection, table: RawTable, path: Path | None)
     )
 
 
-def parquet_view(con: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
+def parquet_view(
+    con: duckdb.DuckDBPyConnection, name: str, path: Path, columns: Sequence[str] | None = None
+) -> None:
+    """The temp view `name` over the Parquet file `path` (only `columns`, when given)."""
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing: materialize the asset {name!r} first "
             f"(dagster asset materialize --select '+{name}')."
         )
+    cols = ", ".join(_ident(c) for c in columns) if columns else "*"
     con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM read_parquet({_lit(str(path))})"
+        f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {cols} FROM read_parquet({_lit(str(path))})"
     )
 
 
