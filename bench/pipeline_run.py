@@ -32,13 +32,13 @@ class CpuSampler:
         self._th = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def _cpu() -> float:
+    def cpu_seconds() -> float:
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), self._cpu()))
+            self.samples.append((time.time(), self.cpu_seconds()))
             self._stop.wait(self.every)
 
     def __enter__(self) -> CpuSampler:
@@ -48,7 +48,7 @@ class CpuSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._th.join()
-        self.samples.append((time.time(), self._cpu()))
+        self.samples.append((time.time(), self.cpu_seconds()))
 
     def at(self, ts: float) -> float:
         """CPU seconds at wall time `ts` (the last sample at or before it)."""
@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     t1 = time.perf_counter()
     instance = DagsterInstance.ephemeral()
     # the repository's assets come with the Definitions' resources bound
-    cpu0 = CpuSampler._cpu()
+    cpu0 = CpuSampler.cpu_seconds()
     with CpuSampler() as sampler:
         result = materialize(selected, instance=instance, raise_on_error=False)
     run_s = time.perf_counter() - t1
-    run_cpu_s = CpuSampler._cpu() - cpu0
+    run_cpu_s = CpuSampler.cpu_seconds() - cpu0
     steps: dict[str, float] = {}
     steps_cpu: dict[str, float] = {}
     starts: dict[str, float] = {}
