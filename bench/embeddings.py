@@ -155,6 +155,14 @@ def _note_bench(texts: list[str], cache_root: Path, log) -> dict[str, Any]:
     return out
 
 
+def row_cosines(a: Any, b: Any) -> Any:
+    """Cosine similarity of each row of `a` with the same row of `b` (float64)."""
+    import numpy as np
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
 def note_variants() -> dict[str, tuple[str, str]]:
     """name -> (backend, precision) of every note backend installed here: torch, onnx fp32,
     openvino fp32 and (on a CPU with native bf16) openvino bf16."""
@@ -216,8 +224,7 @@ def _note_backends(texts: list[str], cache_root: Path, log, loaded: Any = None) 
     ref = vecs["torch"]
     res: dict[str, Any] = {}
     for name, enc in encs.items():
-        v = vecs[name]
-        cos = (v * ref).sum(1) / np.linalg.norm(v, axis=1) / np.linalg.norm(ref, axis=1)
+        cos = row_cosines(vecs[name], ref)
         res[name] = {
             "backend": enc.backend,
             "notes_per_s": len(texts) / best[name][0],

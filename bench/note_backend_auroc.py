@@ -66,10 +66,11 @@ def _note_vectors(paths: Any, backend: str, precision: str, out: Path) -> dict[s
 def _stay_cosines(a: Path, b: Path) -> dict[str, float]:
     import pyarrow.parquet as pq
 
+    from bench.embeddings import row_cosines
+
     ta, tb = pq.read_table(a).to_pandas(), pq.read_table(b).to_pandas()
     m = ta.merge(tb, on="stay_id", suffixes=("_a", "_b"))
-    va, vb = np.stack(m["vector_a"]).astype(np.float64), np.stack(m["vector_b"]).astype(np.float64)
-    cos = (va * vb).sum(1) / np.linalg.norm(va, axis=1) / np.linalg.norm(vb, axis=1)
+    cos = row_cosines(np.stack(m["vector_a"]), np.stack(m["vector_b"]))
     return {"stays": len(m), "min": float(cos.min()), "median": float(np.median(cos))}
 
 
