@@ -66,7 +66,8 @@ MoETrainConfig = config_from(
         ),
         "proj_dim": About(
             "Project inputs wider than this onto their top train principal components "
-            "(0: off). Applied to the neural baselines too.",
+            "(0: off). Applied to the neural baselines too; used as is when "
+            "proj_dim_choice is 'fixed', else the fallback.",
             ge=0,
         ),
         "availability_masking": About("Mask experts needing absent modalities."),
@@ -101,12 +102,13 @@ MoETrainConfig = config_from(
             "fallback); 'fixed': use linear_weight."
         ),
         "proj_dim_choice": About(
-            "'fixed': use proj_dim; 'validation': fit the first MoE once per width in "
-            "proj_dim_candidates and keep the width with the least Platt-scaled validation "
-            "log-loss (MoE only; the baselines keep proj_dim)."
+            "'ridge': the width in proj_dim_candidates whose linear expert has the least "
+            "leave-one-out error on the train stays, for the MoE and the neural baselines "
+            "alike; 'validation': fit the first MoE once per width and keep the least "
+            "Platt-scaled validation log-loss (MoE only); 'fixed': use proj_dim."
         ),
         "proj_dim_candidates": About(
-            "Widths proj_dim_choice 'validation' tries (0: no projection).", ge=0
+            "Widths proj_dim_choice 'ridge' or 'validation' tries (0: no projection).", ge=0
         ),
         "seed": About("Seed for init, batches and dropout.", ge=0),
         "device": About("'auto' (CUDA when present), 'cpu', 'cuda'."),

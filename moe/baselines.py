@@ -46,6 +46,7 @@ from moe.train import (
     labelled_split,
     pos_weight_of,
     predict_module,
+    resolve_proj_dim,
     seed_everything,
     torch_threads,
     train_module,
@@ -335,6 +336,9 @@ def fit_baseline(
         raise ValueError(f"no labelled rows with split == 'train' for task {task!r}")
     prevalence = float(np.mean(tr.y))
     parts: dict[str, Any] = {}
+    proj_choice = None
+    if kind != "gbm":  # one input projection for the MoE and the neural baselines
+        cfg, proj_choice = resolve_proj_dim(tr, cfg)
     with torch_threads(cfg.threads):
         seed_everything(cfg.seed)
         if kind in ("ehr_only", "notes_only", "cxr_only"):
@@ -353,4 +357,6 @@ def fit_baseline(
             parts["config"] = cfg
         else:
             parts["gbm"], parts["features"], parts["history"] = _fit_gbm(tr, va, cfg)
+    if proj_choice is not None:
+        parts["history"] = {**parts["history"], "proj_dim": proj_choice}
     return FittedBaseline(kind, task, a.dims(), prevalence, parts)

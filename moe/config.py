@@ -43,7 +43,9 @@ class ModelConfig:
     # 0: Linear (a linear token: the experts' first layer sees the inputs, so cross-modality
     # terms are formed there, as in early fusion); 1: Linear -> GELU; 2: ... -> Linear -> GELU
     encoder_layers: int = 0
-    proj_dim: int = 16  # >0: inputs wider than this go through a fixed train-PCA projection
+    # >0: inputs wider than this go through a fixed train-PCA projection (the width the fit
+    # uses when TrainConfig.proj_dim_choice is "fixed", else its fallback)
+    proj_dim: int = 16
     # ablation switches
     availability_masking: bool = True
     single_expert: bool = False  # one expert over all modalities, no mixture
@@ -106,14 +108,14 @@ class TrainConfig:
     # "validation" chooses it on the validation stays (`moe.train.choose_linear_weight`: the
     # Platt-scaled blend's log-loss over LINEAR_WEIGHT_GRID); "fixed" uses `linear_weight`
     linear_weight_choice: str = "validation"
-    # how the input projection width `proj_dim` is set: "fixed" uses it; "validation" fits
-    # the first ensemble member once per width in `proj_dim_candidates` and keeps the width
-    # whose Platt-scaled validation log-loss is least (one more member fit per extra width).
-    # Opt-in: the families' defaults (16) were chosen on validation splits of data whose
-    # signal lives in a few directions; notes-driven tasks may want more (bench/VAL_SWEEP.txt
-    # step 8)
-    proj_dim_choice: str = "fixed"
-    proj_dim_candidates: tuple[int, ...] = (16, 64)
+    # how the input projection width `proj_dim` is set (`moe.train.resolve_proj_dim`):
+    # "ridge" (default) keeps the width in `proj_dim_candidates` whose linear expert has the
+    # least leave-one-out error on the train stays, for the MoE and every neural baseline and
+    # peer alike; "validation" (MoE only) fits the first ensemble member once per candidate
+    # and keeps the least Platt-scaled validation log-loss; "fixed" uses `proj_dim`
+    # (bench/VAL_SWEEP.txt steps 5, 8 and 9)
+    proj_dim_choice: str = "ridge"
+    proj_dim_candidates: tuple[int, ...] = (16, 32, 64)
     seed: int = 0
     # where it runs
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", "cuda:1", ...
@@ -130,8 +132,8 @@ class TrainConfig:
             raise ValueError("calibration must be 'platt' or 'none'")
         if self.linear_weight_choice not in ("validation", "fixed"):
             raise ValueError("linear_weight_choice must be 'validation' or 'fixed'")
-        if self.proj_dim_choice not in ("validation", "fixed"):
-            raise ValueError("proj_dim_choice must be 'validation' or 'fixed'")
+        if self.proj_dim_choice not in ("ridge", "validation", "fixed"):
+            raise ValueError("proj_dim_choice must be 'ridge', 'validation' or 'fixed'")
         self.proj_dim_candidates = tuple(int(p) for p in self.proj_dim_candidates)
         if not self.proj_dim_candidates or min(self.proj_dim_candidates) < 0:
             raise ValueError("proj_dim_candidates must be one or more widths >= 0")

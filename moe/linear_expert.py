@@ -20,6 +20,8 @@ the logit scale.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from moe.data import MODALITIES
@@ -46,11 +48,11 @@ def fit_linear_expert(
 ) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
     """Weights per modality, intercepts per pattern (on the logit scale of a loss with
     `pos_weight` on the positives) and the chosen ridge penalty."""
-    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.linear_model import LogisticRegression
 
     X = design(z, mask)
     y = np.asarray(y, dtype=np.float64)
-    ridge = RidgeCV(alphas=ALPHAS).fit(X, y)
+    ridge = _ridge(X, y)
     score = X @ ridge.coef_ + ridge.intercept_
     weight = np.where(y == 1, pos_weight, 1.0)
     if score.std() > 0 and 0 < y.mean() < 1:
@@ -66,3 +68,18 @@ def fit_linear_expert(
         out[m] = coef[pos : pos + d]
         pos += d
     return out, coef[pos:] + a * float(ridge.intercept_) + b, float(ridge.alpha_)
+
+
+def _ridge(X: np.ndarray, y: np.ndarray) -> Any:
+    """scikit-learn's RidgeCV over `ALPHAS`, fitted (leave-one-out picks the penalty)."""
+    from sklearn.linear_model import RidgeCV
+
+    return RidgeCV(alphas=ALPHAS).fit(X, y)
+
+
+def loo_error(z: dict[str, np.ndarray], mask: np.ndarray, y: np.ndarray) -> float:
+    """Mean squared leave-one-out error of the linear expert's ridge fit (at the penalty
+    leave-one-out picks) of the 0/1 label on these inputs: a score of the inputs that uses
+    every training stay once as a held-out stay, in closed form (`moe.train.resolve_proj_dim`
+    compares input widths with it)."""
+    return float(-_ridge(design(z, mask), np.asarray(y, dtype=np.float64)).best_score_)

@@ -118,7 +118,7 @@ def test_launchpad_defaults_match_the_model_config():
 
 def test_neural_baselines_get_the_same_input_projection_as_the_moe(toy):
     """A comparison with the MoE must not be a comparison of input projections."""
-    cfg = {**FAST, "proj_dim": 8}
+    cfg = {**FAST, "proj_dim": 8, "proj_dim_choice": "fixed"}
     ef = moe.fit_baseline(toy, "mortality", "early_fusion", cfg).parts["module"]
     fitted = moe.fit(toy, "mortality", cfg).module
     mixture, linear = fitted.members[0], fitted.linear
@@ -127,8 +127,19 @@ def test_neural_baselines_get_the_same_input_projection_as_the_moe(toy):
         assert torch.equal(getattr(ef, f"proj_{m}"), mixture.encoders[m].proj)
         assert torch.equal(linear.encoders[m].proj, mixture.encoders[m].proj)
         assert not torch.equal(getattr(ef, f"proj_{m}"), torch.eye(d)[:, :8])  # PCA was fitted
-    off = moe.fit_baseline(toy, "mortality", "early_fusion", {**FAST, "proj_dim": 0})
+    off = moe.fit_baseline(toy, "mortality", "early_fusion",
+                           {**FAST, "proj_dim": 0, "proj_dim_choice": "fixed"})  # fmt: skip
     assert not any(off.parts["module"].projected.values())
+    # with the default width choice (on the train stays) too
+    ef_fit = moe.fit_baseline(toy, "mortality", "early_fusion", FAST)
+    moe_fit = moe.fit(toy, "mortality", FAST)
+    assert ef_fit.history["proj_dim"] == moe_fit.history["proj_dim"]
+    chosen = moe_fit.config.proj_dim
+    assert chosen == moe_fit.history["proj_dim"]["chosen"]
+    for m, d in (("notes", 11), ("cxr", 40)):
+        if d > chosen:
+            assert torch.equal(getattr(ef_fit.parts["module"], f"proj_{m}"),
+                               moe_fit.module.members[0].encoders[m].proj)  # fmt: skip
 
 
 def test_unchanged_inputs_reuse_fits_and_any_change_refits(toy, tmp_path):

@@ -195,7 +195,8 @@ def test_default_routes_two_experts_plus_shared_expert():
 
 def test_pca_projection_roundtrip(tmp_path):
     table, _ = make_table(600, seed=3, dims={"ehr": 6, "notes": 12, "cxr": 40})
-    m = moe.fit(table, "long_los", {**FAST, "max_epochs": 1, "proj_dim": 8})
+    m = moe.fit(table, "long_los", {**FAST, "max_epochs": 1, "proj_dim": 8,
+                                          "proj_dim_choice": "fixed"})
     neural, linear = m.module.members[0], m.module.linear
     enc = neural.encoders["cxr"]
     assert enc.projected and enc.proj.shape == (40, 8)

@@ -34,7 +34,7 @@ def test_chosen_width_is_the_first_members_validation_minimiser(table, fitted) -
     val = (table["split"] == "val").to_numpy()
     singles = {
         p: moe.fit(table, "mortality", {**FAST, "ensemble": 1, "linear_weight": 0.0,
-                                        "proj_dim": p})  # fmt: skip
+                                        "proj_dim": p, "proj_dim_choice": "fixed"})  # fmt: skip
         for p in (4, 32)
     }
     losses = {}
@@ -70,10 +70,11 @@ def test_test_labels_do_not_move_the_choice_and_it_survives_save(table, fitted, 
     assert np.array_equal(back.predict_proba(table), fitted.predict_proba(table))
 
 
-def test_fixed_width_is_the_default_and_bad_settings_are_refused(table) -> None:
-    plain = moe.fit(table, "mortality", {**FAST, "ensemble": 1, "proj_dim": 8})
+def test_fixed_width_is_used_as_is_and_bad_settings_are_refused(table) -> None:
+    plain = moe.fit(table, "mortality", {**FAST, "ensemble": 1, "proj_dim": 8,
+                                         "proj_dim_choice": "fixed"})  # fmt: skip
     assert "proj_dim" not in plain.history and plain.config.proj_dim == 8
-    assert MoEConfig().proj_dim_choice == "fixed"
+    assert plain.module.members[0].encoders["cxr"].proj.shape[1] == 8
     with pytest.raises(ValueError, match="proj_dim_choice"):
         MoEConfig.from_dict({"proj_dim_choice": "test"})
     with pytest.raises(ValueError, match="proj_dim_candidates"):
