@@ -101,6 +101,9 @@ def test_model_asset_writes_its_folder(toy, tmp_path):
     }
     md = result.asset_materializations_for_node("moe_long_los")[0].metadata
     assert "test AUROC (95% CI)" in md and "pattern" in md["test by availability"].value
+    fitted = moe.load(out)  # the width the fit chose on the train stays, shown in the UI
+    assert md["input width (proj_dim)"].value == fitted.config.proj_dim
+    assert md["input width chosen by"].value == "ridge" == fitted.history["proj_dim"]["rule"]
 
 
 def test_launchpad_defaults_match_the_model_config():
