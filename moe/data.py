@@ -104,6 +104,12 @@ def extract(
     t = to_arrow(table)
     n = t.num_rows
     names = set(t.column_names)
+    if dims is None and not names & set(MODALITIES):
+        # a model fitted on such a table would see nothing but the availability pattern
+        raise KeyError(
+            f"table has none of the vector columns {list(MODALITIES)} (one list of floats per "
+            "stay, null where the stay lacks the modality; `multimodal_dataset` has them)"
+        )
     split = (
         np.asarray(t.column("split").to_pylist(), dtype=object)
         if "split" in names

@@ -292,3 +292,16 @@ def test_weighted_quantiles_with_unit_weights_are_numpys_averaged_inverted_cdf()
     for v in (rng.normal(size=1000), np.repeat(np.arange(400.0), 3), np.arange(1020.0)):
         expected = np.percentile(v, levels, method="averaged_inverted_cdf")
         assert np.allclose(weighted_quantiles(v, np.ones(len(v)), levels), expected)
+
+
+def test_a_table_without_vector_columns_is_refused_with_the_fix(toy):
+    """Misnamed vector columns must not train a model on the availability pattern alone;
+    a table that lacks only some modalities still fits (those are all-missing)."""
+    renamed = toy.rename(columns={"ehr": "ehr_vec", "notes": "notes_vec", "cxr": "cxr_vec"})
+    with pytest.raises(KeyError, match=r"none of the vector columns \['ehr', 'notes', 'cxr'\]"):
+        moe.fit(renamed, "mortality", FAST)
+    with pytest.raises(KeyError, match="none of the vector columns"):
+        moe.fit_baseline(renamed, "mortality", "early_fusion", FAST)
+    ehr_only = toy.drop(columns=["notes", "cxr"])
+    fitted = moe.fit(ehr_only, "mortality", FAST)
+    assert fitted.dims["notes"] == 1 and np.isfinite(fitted.predict_proba(ehr_only)).all()
