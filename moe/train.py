@@ -642,8 +642,9 @@ def resolve_proj_dim(tr: Arrays, cfg: MoEConfig) -> tuple[MoEConfig, dict[str, A
     generator (bench/VAL_SWEEP.txt steps 5 and 8). Leave-one-out over every train stay is a
     far steadier score than a fit on the validation stays (`choose_proj_dim`, step 8's
     split-half check), needs no validation labels, and costs one closed-form ridge fit per
-    width (step 9). `cfg` unchanged for the other choices, when the train labels hold one
-    class, or when no candidate would narrow any modality differently."""
+    width (step 9). With one class in the train labels, or when every candidate projects
+    every modality alike, the first candidate, unscored; `cfg` unchanged for the other
+    choices."""
     if cfg.proj_dim_choice != "ridge":
         return cfg, None
     assert tr.y is not None
@@ -651,8 +652,8 @@ def resolve_proj_dim(tr: Arrays, cfg: MoEConfig) -> tuple[MoEConfig, dict[str, A
     seen: dict[tuple[int, ...], int] = {}  # candidates that project every modality alike
     for p in cfg.proj_dim_candidates:
         seen.setdefault(tuple(p if is_projected(d, p) else d for d in dims.values()), p)
-    if len(seen) < 2 or len(np.unique(tr.y)) < 2:
-        return cfg, None
+    if len(seen) < 2 or len(np.unique(tr.y)) < 2:  # nothing to compare, or nothing to score
+        return cfg.replace(proj_dim=cfg.proj_dim_candidates[0]), None
     errors = width_loo_errors(tr, tuple(seen.values()))
     best = int(_first_least(errors, 0.0))
     return cfg.replace(proj_dim=best), {"rule": "ridge", "chosen": best, "loo_mse": errors}

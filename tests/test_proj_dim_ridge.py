@@ -110,9 +110,14 @@ def test_every_model_gets_the_same_width_and_no_held_out_label_moves_it() -> Non
 def test_candidates_that_project_alike_or_fixed_choice_fit_nothing() -> None:
     tr = labelled_split(extract(spread_table(400, 4, seed=1), "mortality"), "train")
     cfg = MoEConfig.from_dict({"proj_dim": 16})
-    # both leave every modality (at most 96 wide) unprojected: no choice to make
+    # both leave every modality (at most 96 wide) unprojected: no choice to make, the first
     same, rec = resolve_proj_dim(tr, cfg.replace(proj_dim_candidates=(96, 500)))
-    assert rec is None and same.proj_dim == 16
+    assert rec is None and same.proj_dim == 96
+    one, rec = resolve_proj_dim(tr, cfg.replace(proj_dim_candidates=(48,)))
+    assert rec is None and one.proj_dim == 48
+    single_class = tr.subset(np.flatnonzero(tr.y == 0))
+    first, rec = resolve_proj_dim(single_class, cfg.replace(proj_dim_candidates=(32, 8)))
+    assert rec is None and first.proj_dim == 32
     fixed, rec = resolve_proj_dim(tr, cfg.replace(proj_dim_choice="fixed"))
     assert rec is None and fixed.proj_dim == 16
     assert MoEConfig().proj_dim_choice == "ridge"
