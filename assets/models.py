@@ -66,8 +66,8 @@ MoETrainConfig = config_from(
         ),
         "proj_dim": About(
             "Project inputs wider than this onto their top train principal components "
-            "(0: off). Applied to the neural baselines too; used as is when "
-            "proj_dim_choice is 'fixed', else the fallback.",
+            "(0: off). Applied to the neural baselines too; used when proj_dim_choice is "
+            "'fixed' (and when 'validation' cannot decide).",
             ge=0,
         ),
         "availability_masking": About("Mask experts needing absent modalities."),

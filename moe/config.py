@@ -44,7 +44,7 @@ class ModelConfig:
     # terms are formed there, as in early fusion); 1: Linear -> GELU; 2: ... -> Linear -> GELU
     encoder_layers: int = 0
     # >0: inputs wider than this go through a fixed train-PCA projection (the width the fit
-    # uses when TrainConfig.proj_dim_choice is "fixed", else its fallback)
+    # uses when TrainConfig.proj_dim_choice is "fixed", and "validation"'s fallback)
     proj_dim: int = 16
     # ablation switches
     availability_masking: bool = True
