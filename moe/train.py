@@ -139,6 +139,17 @@ _PCA_CACHE: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
 _PCA_CACHE_MAX = 32
 
 
+def content_key(*arrays: np.ndarray) -> str:
+    """A digest of the arrays' dtypes, shapes and bytes: the key of the memos below, which
+    the MoE, its ablations and the neural baselines of one task hit with the same rows."""
+    h = hashlib.blake2b(digest_size=16)
+    for v in arrays:
+        v = np.ascontiguousarray(v)
+        h.update(f"{v.dtype}{v.shape}".encode())
+        h.update(v.data)
+    return h.hexdigest()
+
+
 def top_principal_directions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(variances (k,), directions (d, k)) of the top `k` principal components of the rows of
     `v` (scikit-learn's PCA: exact solver, sample covariance with ddof 1, largest first, each
@@ -152,7 +163,7 @@ def top_principal_directions(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
     from sklearn.decomposition import PCA
 
     v = np.ascontiguousarray(v)
-    key = (hashlib.blake2b(v.data, digest_size=16).hexdigest() + str(v.shape), k)
+    key = (content_key(v), k)
     hit = _PCA_CACHE.get(key)
     if hit is not None:
         return hit[0].copy(), hit[1].copy()
@@ -619,13 +630,28 @@ def _linear_inputs(tr: Arrays, proj_dim: int) -> tuple[LinearExpert, dict[str, n
     return module, z
 
 
+_WIDTH_CACHE: dict[tuple[str, int], float] = {}
+_WIDTH_CACHE_MAX = 64
+
+
 def width_loo_errors(tr: Arrays, widths: tuple[int, ...]) -> dict[str, float]:
     """{str(width): the linear expert's leave-one-out squared error on the train rows with
-    inputs projected to that width} (`moe.linear_expert.loo_error`)."""
+    inputs projected to that width} (`moe.linear_expert.loo_error`).
+
+    Memoised on the rows' content, like `top_principal_directions`: every neural model of a
+    task resolves its width on the same train rows (about 0.5 s of ridge fits each)."""
     from moe.linear_expert import loo_error
 
     assert tr.y is not None
-    return {str(p): loo_error(_linear_inputs(tr, p)[1], tr.mask, tr.y) for p in widths}
+    rows = content_key(*(tr.x[m] for m in MODALITIES), tr.mask, tr.y)
+    out: dict[str, float] = {}
+    for p in widths:
+        if (rows, p) not in _WIDTH_CACHE:
+            if len(_WIDTH_CACHE) >= _WIDTH_CACHE_MAX:
+                _WIDTH_CACHE.pop(next(iter(_WIDTH_CACHE)))
+            _WIDTH_CACHE[rows, p] = loo_error(_linear_inputs(tr, p)[1], tr.mask, tr.y)
+        out[str(p)] = _WIDTH_CACHE[rows, p]
+    return out
 
 
 def resolve_proj_dim(tr: Arrays, cfg: MoEConfig) -> tuple[MoEConfig, dict[str, Any] | None]:

@@ -121,3 +121,24 @@ def test_candidates_that_project_alike_or_fixed_choice_fit_nothing() -> None:
     fixed, rec = resolve_proj_dim(tr, cfg.replace(proj_dim_choice="fixed"))
     assert rec is None and fixed.proj_dim == 16
     assert MoEConfig().proj_dim_choice == "ridge"
+
+
+def test_the_errors_are_computed_once_per_train_rows(monkeypatch) -> None:
+    """Every neural model of a task resolves its width on the same rows: the second call
+    reuses the errors; other train labels are other rows, scored afresh."""
+    import moe.linear_expert as lin
+    from moe.train import width_loo_errors
+
+    calls = []
+    real = lin.loo_error
+    monkeypatch.setattr(lin, "loo_error", lambda *a: calls.append(1) or real(*a))
+    tr = labelled_split(extract(spread_table(400, 4, seed=3), "mortality"), "train")
+    first = width_loo_errors(tr, (8, 48))
+    assert len(calls) == 2
+    assert width_loo_errors(tr, (8, 48)) == first and len(calls) == 2
+    flipped = tr.subset(np.arange(len(tr)))
+    flipped.y[:] = 1 - flipped.y
+    width_loo_errors(flipped, (8, 48))
+    assert len(calls) == 4
+    # the rows' content, not their object, is the key: a copy of `tr` is not fitted again
+    assert width_loo_errors(tr.subset(np.arange(len(tr))), (8, 48)) == first and len(calls) == 4
