@@ -206,8 +206,7 @@ def _moe_asset(task: str) -> AssetsDefinition:
             "train seconds": round(float(model.history.get("seconds", 0.0)), 1),
             # the input projection's width, and how the fit chose it (proj_dim_choice)
             "input width (proj_dim)": int(model.config.proj_dim),
-            "input width chosen by": str(model.history.get("proj_dim", {}).get(
-                "rule", "validation" if "proj_dim" in model.history else "setting")),
+            "input width chosen by": model.history.get("proj_dim", {}).get("rule", "setting"),
         }
         if "test" in met:
             m = met["test"]

@@ -554,7 +554,8 @@ def choose_proj_dim(
         fits[p] = (m, h)
         losses[str(p)] = platt_log_loss(predict_module(m, va, device), va.y)
     best = int(_first_least(losses, 1e-9))
-    return cfg.replace(proj_dim=best), fits[best], {"chosen": best, "val_log_loss": losses}
+    return (cfg.replace(proj_dim=best), fits[best],
+            {"rule": "validation", "chosen": best, "val_log_loss": losses})
 
 
 @torch.no_grad()

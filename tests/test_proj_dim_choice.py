@@ -43,6 +43,7 @@ def test_chosen_width_is_the_first_members_validation_minimiser(table, fitted) -
         losses[p] = platt_log_loss(np.log(proba / (1 - proba)), va.y)
     expected = min(losses, key=losses.get)
     record = fitted.history["proj_dim"]
+    assert record["rule"] == "validation"
     assert record["chosen"] == expected == fitted.config.proj_dim
     assert record["val_log_loss"] == pytest.approx({str(p): v for p, v in losses.items()},
                                                    abs=1e-4)  # fmt: skip
